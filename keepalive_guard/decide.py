@@ -1,0 +1,102 @@
+"""Decide, from the installed code, what each fix should do.
+
+Version first: the installed uvicorn release must be one this build knows,
+and the fix's release range says whether the bug is there.  Then the code
+itself: every method the fix depends on must have a fingerprint seen in a
+release of that range, and every attribute it hooks must be free.  Code that
+fails either check (a distro patch, a fork, another patcher) is left alone
+and reported as unrecognised, naming the method.
+"""
+import sys
+from typing import Dict, FrozenSet, List, Tuple
+
+from . import patcher
+from ._fingerprints import KNOWN
+from .fingerprint import function_fingerprint
+from .fixes import CATALOGUE
+from .fixes.base import AssignHook, Fix
+from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version
+from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, FixStatus
+
+_known_cache = {}  # type: Dict[Tuple[str, str, str], FrozenSet[str]]
+
+
+class Plan(object):
+    """Decisions for one implementation module, and the hooks to install."""
+
+    def __init__(self, version_text: str, classes: Dict[str, type]) -> None:
+        self.version_text = version_text
+        self.classes = classes
+        self.statuses = []  # type: List[FixStatus]
+        self.hooks = []  # type: List[Tuple[str, object]]
+
+
+def known_fingerprints(fix: Fix, impl: str, key: str) -> FrozenSet[str]:
+    """Fingerprints of ``key`` in the studied releases that lack ``fix``."""
+    cache_key = (fix.id, impl, key)
+    if cache_key not in _known_cache:
+        spec = fix.broken[impl]
+        found = set()
+        for fingerprint, releases in KNOWN.get(impl, {}).get(key, {}).items():
+            if any(spec.contains(release, prereleases=True) for release in releases):
+                found.add(fingerprint)
+        _known_cache[cache_key] = frozenset(found)
+    return _known_cache[cache_key]
+
+
+def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], version) -> str:
+    """Why the code is not what the fix expects, or '' if it is."""
+    by_name = {cls.__name__: cls for cls in classes.values()}
+    for key in fix.inspects(impl.name, version):
+        class_name, method = key.split(".")
+        value = by_name[class_name].__dict__.get(method)
+        if value is None:
+            return "{} is missing".format(key)
+        if patcher.is_guard_object(value):
+            return "{} is already patched by another copy of keepalive-guard".format(key)
+        fingerprint = function_fingerprint(value)
+        if fingerprint not in known_fingerprints(fix, impl.name, key):
+            return "{} does not match any release lacking the fix (fingerprint {})".format(
+                key, fingerprint
+            )
+    for hook in fix.hooks(impl.name, version):
+        cls = classes[hook.role]
+        if isinstance(hook, AssignHook) and hook.name in cls.__dict__:
+            return "{}.{} is already defined on the class".format(cls.__name__, hook.name)
+        if not isinstance(hook, AssignHook) and hook.name not in cls.__dict__:
+            return "{}.{} is missing".format(cls.__name__, hook.name)
+    return ""
+
+
+def plan(impl: Implementation, module: object, selection: Tuple[str, ...]) -> Plan:
+    """What each fix in the catalogue should do to ``module``."""
+    uvicorn = sys.modules.get("uvicorn")
+    version_text = str(getattr(uvicorn, "__version__", "unknown"))
+    version = parse_version(version_text)
+    result = Plan(version_text, impl.classes(module))
+    for fix in CATALOGUE.values():
+        state, reason = _decide(fix, impl, result.classes, version, version_text, selection)
+        result.statuses.append(FixStatus(fix.id, impl.name, state, reason, fix.upstream))
+        if state == APPLIED:
+            result.hooks.extend((fix.id, hook) for hook in fix.hooks(impl.name, version))
+    return result
+
+
+def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, str]:
+    if fix.id not in selection:
+        return DISABLED, "not selected"
+    if version is None:
+        return UNRECOGNISED, "uvicorn version {!r} cannot be parsed".format(version_text)
+    if not OLDEST_KNOWN <= version <= NEWEST_KNOWN:
+        return UNRECOGNISED, "uvicorn {} is outside the releases this build knows ({} to {})".format(
+            version_text, OLDEST_KNOWN, NEWEST_KNOWN
+        )
+    broken = fix.is_broken(impl.name, version)
+    if broken is None:
+        return NOT_APPLICABLE, fix.not_applicable.get(impl.name, "bug not present")
+    if not broken:
+        return FIXED_UPSTREAM, "fixed upstream in {}".format(fix.first_fixed[impl.name])
+    why = _check_code(fix, impl, classes, version)
+    if why:
+        return UNRECOGNISED, why
+    return APPLIED, "backports {}".format(fix.upstream)

@@ -1,0 +1,46 @@
+"""D: a second keep-alive timer armed without cancelling the first.
+
+Backports encode/uvicorn issue #824, PR #832 (first released in 0.12.3).
+Broken in 0.2.21-0.12.2, h11 and httptools.
+
+``on_response_complete`` assigns a new ``call_later`` handle without
+cancelling a pending one; two completions with no read in between
+(pipelining) leak the first timer, which later closes a busy connection.
+The fix, as upstream: cancel any pending timer before arming a new one.
+"""
+from typing import Callable, Tuple
+
+from packaging.version import Version
+
+from .base import PROTOCOL, Fix, MethodHook
+from .timers import cancel_keepalive
+
+
+def _cancel_before(original: Callable) -> Callable:
+    def on_response_complete(self):
+        cancel_keepalive(self)
+        return original(self)
+
+    return on_response_complete
+
+
+def _hooks(impl: str, version: Version) -> Tuple:
+    return (MethodHook(PROTOCOL, "on_response_complete", _cancel_before),)
+
+
+_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
+
+
+def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+    return (_PROTOCOL[impl] + ".on_response_complete",)
+
+
+FIX = Fix(
+    id="D",
+    summary="a second keep-alive timer armed without cancelling the first",
+    upstream="encode/uvicorn#824, PR #832",
+    first_fixed={"h11": "0.12.3", "httptools": "0.12.3"},
+    broken={"h11": ">=0.2.21,<0.12.3", "httptools": ">=0.2.21,<0.12.3"},
+    hooks=_hooks,
+    inspects=_inspects,
+)

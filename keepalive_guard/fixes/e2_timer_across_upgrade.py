@@ -1,0 +1,59 @@
+"""E2: h11 keep-alive timer left armed across a WebSocket upgrade.
+
+Backports encode/uvicorn PR #3107 (first released in 0.53.0).
+Broken in 0.2.21-0.52.4, h11 only.
+
+The E fix cancels the timer after the WebSocket-upgrade early return of
+``handle_events``, so an upgrade pipelined behind a plain request keeps the
+timer armed and ``timeout_keep_alive_handler`` later raises
+``LocalProtocolError``.  Upstream moved the cancel to the top of the request
+branch; we cancel on entry to the upgrade method, which that branch calls
+before anything else can happen to the connection.
+"""
+from typing import Callable, Tuple
+
+from packaging.version import Version
+
+from .base import PROTOCOL, Fix, MethodHook
+from .timers import cancel_keepalive
+
+_RENAMED = Version("0.19.0")
+
+
+def upgrade_method(version: Version) -> str:
+    """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since."""
+    return "handle_upgrade" if version < _RENAMED else "handle_websocket_upgrade"
+
+
+def _cancel_before(original: Callable) -> Callable:
+    def upgrade(self, *args, **kwargs):
+        cancel_keepalive(self)
+        return original(self, *args, **kwargs)
+
+    return upgrade
+
+
+def _hooks(impl: str, version: Version) -> Tuple:
+    return (MethodHook(PROTOCOL, upgrade_method(version), _cancel_before),)
+
+
+def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+    return (
+        "H11Protocol.on_response_complete",
+        "H11Protocol.handle_events",
+        "H11Protocol." + upgrade_method(version),
+    )
+
+
+FIX = Fix(
+    id="E2",
+    summary="h11 keep-alive timer left armed across a WebSocket upgrade",
+    upstream="encode/uvicorn PR #3107",
+    first_fixed={"h11": "0.53.0", "httptools": None},
+    broken={"h11": ">=0.2.21,<0.53.0", "httptools": None},
+    hooks=_hooks,
+    inspects=_inspects,
+    not_applicable={
+        "httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"
+    },
+)

@@ -1,0 +1,13 @@
+"""The keep-alive timer helper every timer fix shares."""
+
+
+def cancel_keepalive(protocol: object) -> None:
+    """Cancel the protocol's pending keep-alive timer, if any.
+
+    The same thing upstream's ``_unset_keepalive_if_required`` does from
+    0.12.3 on; written against the attributes every release since 0.2.21 has.
+    """
+    timer = protocol.timeout_keep_alive_task
+    if timer is not None:
+        timer.cancel()
+        protocol.timeout_keep_alive_task = None

@@ -1,0 +1,220 @@
+"""install / uninstall / status: the guard's life cycle.
+
+In the manner of OpenTelemetry's BaseInstrumentor: idempotent, safe from any
+thread, in any order, before or after uvicorn is imported.  Modules already
+imported are patched at once; the others when they are imported, through
+wrapt's post-import hooks.  Every decision is made from the installed code
+(see ``decide``); anything not recognised is left alone and reported.
+"""
+import logging
+import sys
+import threading
+from typing import Dict, List, Optional, Tuple
+
+import wrapt
+
+from . import config, decide, patcher
+from .errors import KeepaliveGuardError
+from .fixes import CATALOGUE, FIX_IDS
+from .implementations import IMPLEMENTATIONS, Implementation, distribution_version
+from .report import APPLIED, PENDING, UNRECOGNISED, FixStatus, Report
+
+logger = logging.getLogger("keepalive_guard")
+
+_lock = threading.RLock()
+
+
+class _Applied(object):
+    """What the guard did to one implementation module."""
+
+    def __init__(self, statuses: List[FixStatus], patches: List[patcher.Patch]) -> None:
+        self.statuses = statuses
+        self.patches = patches
+
+
+class _State(object):
+    installed = False
+    strict = False
+    selection = FIX_IDS  # type: Tuple[str, ...]
+    applied = {}  # type: Dict[str, _Applied]
+    hooks_registered = False
+
+
+_state = _State()
+
+
+def install(fixes: config.Selection = None, strict: bool = False) -> Report:
+    """Patch uvicorn (now, or when it is imported) with the selected fixes.
+
+    ``fixes``: see ``keepalive_guard.config`` for the syntax; None reads
+    ``KEEPALIVE_GUARD_FIXES`` and defaults to all.  ``strict`` (or
+    ``KEEPALIVE_GUARD_STRICT=1``) raises KeepaliveGuardError instead of
+    skipping a fix whose target code is not recognised; nothing is changed
+    then.  Calling it again with the same arguments changes nothing; with
+    other arguments it re-applies atomically.
+    """
+    selection = config.parse_fixes(fixes)
+    strict = bool(strict) or config.env_flag(config.STRICT)
+    with _lock:
+        if not (
+            _state.installed and _state.selection == selection and _state.strict == strict
+        ):
+            _reconfigure(selection, strict)
+        if not _state.hooks_registered:
+            for impl in IMPLEMENTATIONS:
+                wrapt.register_post_import_hook(_on_import, impl.module)
+            _state.hooks_registered = True
+    return status(import_modules=False)
+
+
+def uninstall() -> Report:
+    """Restore every original uvicorn attribute exactly; idempotent."""
+    with _lock:
+        _revert_everything()
+        _state.installed = False
+    return status(import_modules=False)
+
+
+def status(import_modules: bool = True) -> Report:
+    """The guard's decisions per fix and implementation, with versions.
+
+    With ``import_modules`` (the default) uvicorn's protocol modules are
+    imported so that every implementation gets a decision; if the guard is
+    installed, that import applies it, as serving a request would.
+    """
+    modules = {}
+    for impl in IMPLEMENTATIONS:
+        module = impl.loaded_module()
+        why = None
+        if module is None and import_modules:
+            module, why = impl.import_module()
+        modules[impl.name] = (module, why)
+    with _lock:
+        statuses = []  # type: List[FixStatus]
+        for impl in IMPLEMENTATIONS:
+            applied = _state.applied.get(impl.name)
+            if applied is not None:
+                statuses.extend(applied.statuses)
+                continue
+            module, why = modules[impl.name]
+            if module is None:
+                statuses.extend(_not_loaded(impl, why))
+                continue
+            plan = decide.plan(impl, module, _state.selection)
+            reason = "keepalive-guard is not installed"
+            statuses.extend(_pending(plan.statuses, reason))
+        versions = {
+            "uvicorn": distribution_version("uvicorn") if import_modules or "uvicorn" in sys.modules else None,
+            "h11": distribution_version("h11") if import_modules or "h11" in sys.modules else None,
+            "httptools": distribution_version("httptools")
+            if import_modules or "httptools" in sys.modules
+            else None,
+        }
+        return Report(_state.installed, _state.strict, list(_state.selection), versions, statuses)
+
+
+def _not_loaded(impl: Implementation, why: Optional[str]) -> List[FixStatus]:
+    from .report import NOT_APPLICABLE
+
+    if why is None:
+        state, reason = PENDING, "{} not imported yet".format(impl.module)
+    else:
+        state, reason = NOT_APPLICABLE, why
+    return [
+        FixStatus(fix.id, impl.name, state, reason, fix.upstream) for fix in CATALOGUE.values()
+    ]
+
+
+def _pending(statuses: List[FixStatus], reason: str) -> List[FixStatus]:
+    return [
+        FixStatus(s.fix, s.implementation, PENDING, reason, s.upstream) if s.state == APPLIED else s
+        for s in statuses
+    ]
+
+
+def _on_import(module: object) -> None:
+    """wrapt post-import hook: patch a uvicorn protocol module as it loads."""
+    impl = next(i for i in IMPLEMENTATIONS if i.module == getattr(module, "__name__", None))
+    with _lock:
+        if not _state.installed or impl.name in _state.applied:
+            return
+        plan = decide.plan(impl, module, _state.selection)
+        if _state.strict:
+            _raise_if_unrecognised([plan])
+        _apply(impl, plan)
+
+
+def _reconfigure(selection: Tuple[str, ...], strict: bool) -> None:
+    """Revert what is applied and apply ``selection``; on failure, keep the old state."""
+    previous = (_state.installed, _state.selection, _state.strict)
+    _revert_everything()
+    try:
+        plans = []
+        for impl in IMPLEMENTATIONS:
+            module = impl.loaded_module()
+            if module is not None:
+                plans.append((impl, decide.plan(impl, module, selection)))
+        if strict:
+            _raise_if_unrecognised([plan for _, plan in plans])
+        for impl, plan in plans:
+            _apply(impl, plan)
+    except BaseException:
+        _revert_everything()
+        if previous[0]:
+            _state.installed, _state.selection, _state.strict = previous
+            for impl in IMPLEMENTATIONS:
+                module = impl.loaded_module()
+                if module is not None:
+                    _apply(impl, decide.plan(impl, module, previous[1]))
+        raise
+    _state.installed, _state.selection, _state.strict = True, selection, strict
+
+
+def _raise_if_unrecognised(plans: List["decide.Plan"]) -> None:
+    bad = [s for plan in plans for s in plan.statuses if s.state == UNRECOGNISED]
+    if bad:
+        raise KeepaliveGuardError(
+            "strict mode: nothing patched; "
+            + "; ".join("{} ({}): {}".format(s.fix, s.implementation, s.reason) for s in bad)
+        )
+
+
+def _apply(impl: Implementation, plan: "decide.Plan") -> None:
+    patches = patcher.build(plan.hooks, plan.classes)
+    patcher.apply_all(patches)
+    _state.applied[impl.name] = _Applied(plan.statuses, patches)
+    _log(impl, plan)
+
+
+def _revert_everything() -> None:
+    applied = list(_state.applied.items())
+    foreign = [p.target for _, a in applied for p in a.patches if not p.is_current()]
+    if foreign:
+        raise KeepaliveGuardError(
+            "cannot uninstall: {} replaced by someone else after keepalive-guard "
+            "patched it; nothing was reverted".format(", ".join(foreign))
+        )
+    for name, applied_module in applied:
+        patcher.revert_all(applied_module.patches)
+        del _state.applied[name]
+
+
+def _log(impl: Implementation, plan: "decide.Plan") -> None:
+    for s in plan.statuses:
+        if s.state == UNRECOGNISED:
+            logger.warning(
+                "keepalive-guard: fix %s not applied to uvicorn %s (%s): %s",
+                s.fix,
+                plan.version_text,
+                impl.name,
+                s.reason,
+            )
+    groups = {}  # type: Dict[str, List[str]]
+    for s in plan.statuses:
+        groups.setdefault(s.state, []).append(s.fix)
+    logger.info(
+        "keepalive-guard: uvicorn %s (%s): %s",
+        plan.version_text,
+        impl.name,
+        "; ".join("{} {}".format(state, ", ".join(ids)) for state, ids in groups.items()),
+    )

@@ -1,0 +1,86 @@
+"""Where uvicorn keeps the classes we patch, and which release is installed.
+
+Both names have been stable since 0.2.17: ``uvicorn.protocols.http.h11_impl``
+and ``httptools_impl``, each with a protocol class and its own
+``RequestResponseCycle``.  Nothing here imports uvicorn unless asked to.
+"""
+import importlib
+import sys
+from typing import Dict, Optional, Tuple
+
+from packaging.version import InvalidVersion, Version
+
+H11 = "h11"
+HTTPTOOLS = "httptools"
+
+#: The releases this build of keepalive-guard has studied (PEP 440, inclusive).
+OLDEST_KNOWN = Version("0.11.0")
+NEWEST_KNOWN = Version("0.54.0")
+
+
+class Implementation(object):
+    """One of uvicorn's HTTP/1.1 implementations."""
+
+    def __init__(self, name: str, module: str, protocol: str, library: str) -> None:
+        self.name = name
+        self.module = module
+        self.protocol_name = protocol
+        self.cycle_name = "RequestResponseCycle"
+        self.library = library
+
+    def loaded_module(self) -> Optional[object]:
+        """The module if it has finished importing, else None (never imports)."""
+        module = sys.modules.get(self.module)
+        if module is None or not hasattr(module, self.cycle_name):
+            return None
+        return module
+
+    def import_module(self) -> Tuple[Optional[object], Optional[str]]:
+        """Import the module; return (module, None) or (None, why it failed)."""
+        try:
+            return importlib.import_module(self.module), None
+        except ImportError as exc:
+            return None, "{} cannot be imported ({})".format(self.module, exc)
+
+    def classes(self, module: object) -> Dict[str, type]:
+        """The patched classes by role, ``protocol`` and ``cycle``."""
+        return {
+            "protocol": getattr(module, self.protocol_name),
+            "cycle": getattr(module, self.cycle_name),
+        }
+
+    def class_name(self, role: str) -> str:
+        return self.protocol_name if role == "protocol" else self.cycle_name
+
+
+IMPLEMENTATIONS = (
+    Implementation(H11, "uvicorn.protocols.http.h11_impl", "H11Protocol", "h11"),
+    Implementation(
+        HTTPTOOLS, "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "httptools"
+    ),
+)
+
+
+def distribution_version(module_name: str) -> Optional[str]:
+    """``module.__version__`` of an importable module, else None.
+
+    uvicorn, h11 and httptools all carry ``__version__``, which avoids a slow
+    scan of installed distributions at start-up.
+    """
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return None
+    version = getattr(module, "__version__", None)
+    return str(version) if version is not None else None
+
+
+def parse_version(text: Optional[str]) -> Optional[Version]:
+    if text is None:
+        return None
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None

@@ -1,0 +1,126 @@
+"""Replace attributes on uvicorn's classes, record the originals, undo exactly.
+
+In the manner of gevent.monkey: every replaced attribute is recorded with
+what the class itself held before (or that it held nothing and inherited),
+so revert puts back exactly that.  A set of patches goes on whole or not at
+all, and comes off whole or not at all.
+"""
+import functools
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from .errors import KeepaliveGuardError
+from .fixes.base import AssignHook, MethodHook
+
+MARK = "__keepalive_guard__"
+_MISSING = object()
+
+
+class AssignmentHook(object):
+    """Set-only data descriptor: callbacks run when the attribute is assigned.
+
+    It has no ``__get__``, so reading the attribute stays an ordinary
+    instance-dict look-up; only assignment pays for the callbacks.
+    """
+
+    def __init__(self, name: str, callbacks: Sequence[Callable], fixes: Sequence[str]) -> None:
+        self.name = name
+        self.callbacks = tuple(callbacks)
+        setattr(self, MARK, tuple(fixes))
+
+    def __set__(self, instance: object, value: object) -> None:
+        for callback in self.callbacks:
+            callback(instance, value)
+        instance.__dict__[self.name] = value
+
+    def __delete__(self, instance: object) -> None:
+        del instance.__dict__[self.name]
+
+    def __repr__(self) -> str:
+        return "<keepalive-guard assignment hook {} ({})>".format(
+            self.name, ", ".join(getattr(self, MARK))
+        )
+
+
+class Patch(object):
+    """One attribute of one class, replaced."""
+
+    def __init__(self, cls: type, name: str, replacement: object) -> None:
+        self.cls = cls
+        self.name = name
+        self.original = cls.__dict__.get(name, _MISSING)
+        self.replacement = replacement
+
+    @property
+    def target(self) -> str:
+        return "{}.{}".format(self.cls.__name__, self.name)
+
+    def is_current(self) -> bool:
+        return self.cls.__dict__.get(self.name, _MISSING) is self.replacement
+
+    def apply(self) -> None:
+        setattr(self.cls, self.name, self.replacement)
+
+    def revert(self) -> None:
+        if self.original is _MISSING:
+            delattr(self.cls, self.name)
+        else:
+            setattr(self.cls, self.name, self.original)
+
+
+def is_guard_object(value: object) -> bool:
+    """True for anything some copy of keepalive-guard put on a class."""
+    return getattr(value, MARK, None) is not None
+
+
+def build(
+    hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]
+) -> List[Patch]:
+    """One Patch per (class, attribute), composing the hooks of every fix.
+
+    ``hooks`` is a sequence of (fix id, hook) in catalogue order; method hooks
+    on the same method nest, earliest fix innermost.
+    """
+    grouped = {}  # type: Dict[Tuple[str, str], List[Tuple[str, object]]]
+    for fix_id, hook in hooks:
+        grouped.setdefault((hook.role, hook.name), []).append((fix_id, hook))
+    patches = []
+    for (role, name), entries in grouped.items():
+        cls = classes[role]
+        fixes = [fix_id for fix_id, _ in entries]
+        if all(isinstance(hook, AssignHook) for _, hook in entries):
+            replacement = AssignmentHook(name, [hook.callback for _, hook in entries], fixes)
+        elif all(isinstance(hook, MethodHook) for _, hook in entries):
+            replacement = getattr(cls, name)
+            for _, hook in entries:
+                wrapped = replacement
+                replacement = functools.update_wrapper(hook.factory(wrapped), wrapped)
+            setattr(replacement, MARK, tuple(fixes))
+        else:
+            raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))
+        patches.append(Patch(cls, name, replacement))
+    return patches
+
+
+def apply_all(patches: Sequence[Patch]) -> None:
+    """Apply every patch or, if one fails, none."""
+    done = []
+    try:
+        for patch in patches:
+            patch.apply()
+            done.append(patch)
+    except BaseException:
+        for patch in reversed(done):
+            patch.revert()
+        raise
+
+
+def revert_all(patches: Sequence[Patch]) -> None:
+    """Revert every patch, or refuse (changing nothing) if one was replaced since."""
+    foreign = [patch.target for patch in patches if not patch.is_current()]
+    if foreign:
+        raise KeepaliveGuardError(
+            "cannot revert: {} replaced by someone else after keepalive-guard "
+            "patched it; nothing was reverted".format(", ".join(foreign))
+        )
+    for patch in reversed(patches):
+        patch.revert()

@@ -1,0 +1,98 @@
+"""What the guard decided, per fix and implementation, as data and as text."""
+from typing import Dict, List, Optional
+
+APPLIED = "applied"
+FIXED_UPSTREAM = "fixed upstream"
+NOT_APPLICABLE = "not applicable"
+UNRECOGNISED = "unrecognised"
+DISABLED = "disabled"
+PENDING = "pending"
+
+STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
+
+
+class FixStatus(object):
+    """The decision for one fix on one implementation."""
+
+    __slots__ = ("fix", "implementation", "state", "reason", "upstream")
+
+    def __init__(self, fix: str, implementation: str, state: str, reason: str, upstream: str) -> None:
+        self.fix = fix
+        self.implementation = implementation
+        self.state = state
+        self.reason = reason
+        self.upstream = upstream
+
+    def as_dict(self) -> Dict[str, str]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return "<FixStatus {} {}: {} ({})>".format(
+            self.fix, self.implementation, self.state, self.reason
+        )
+
+
+class Report(object):
+    """The guard's state: versions found and one FixStatus per fix and implementation."""
+
+    def __init__(
+        self,
+        installed: bool,
+        strict: bool,
+        selected: List[str],
+        versions: Dict[str, Optional[str]],
+        fixes: List[FixStatus],
+    ) -> None:
+        self.installed = installed
+        self.strict = strict
+        self.selected = list(selected)
+        self.versions = versions
+        self.fixes = fixes
+
+    def by_state(self, state: str) -> List[FixStatus]:
+        return [status for status in self.fixes if status.state == state]
+
+    @property
+    def applied(self) -> List[FixStatus]:
+        return self.by_state(APPLIED)
+
+    @property
+    def problems(self) -> List[FixStatus]:
+        """Fixes that apply (or may apply) here but are not in force."""
+        return [s for s in self.fixes if s.state in (UNRECOGNISED, PENDING)]
+
+    def get(self, fix: str, implementation: str) -> Optional[FixStatus]:
+        for status in self.fixes:
+            if status.fix == fix and status.implementation == implementation:
+                return status
+        return None
+
+    def as_dict(self) -> Dict[str, object]:
+        return {
+            "installed": self.installed,
+            "strict": self.strict,
+            "selected": self.selected,
+            "versions": dict(self.versions),
+            "fixes": [status.as_dict() for status in self.fixes],
+        }
+
+    def format(self) -> str:
+        lines = [
+            "keepalive-guard: {}{}".format(
+                "installed" if self.installed else "not installed",
+                " (strict)" if self.strict else "",
+            ),
+            "versions: "
+            + ", ".join("{} {}".format(k, v or "not installed") for k, v in self.versions.items()),
+        ]
+        rows = [("fix", "impl", "state", "detail")] + [
+            (s.fix, s.implementation, s.state, s.reason) for s in self.fixes
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            lines.append(
+                "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+            )
+        return "\n".join(lines)
+
+    __str__ = format

@@ -1,0 +1,117 @@
+"""The ASGI application every real-server test serves (ASGI 3, Python 3.6+).
+
+Routes (query ``s`` is a delay in seconds):
+  GET  /              "ok"
+  GET  /sleep?s=      sleeps, then answers (bug E)
+  GET  /chunks?s=     first body chunk, sleep, last chunk (bug D)
+  GET  /listen        answers while a background task keeps calling
+                      receive() until http.disconnect (bug C)
+  ANY  /echo?s=       sleeps, reads the whole body, answers with a
+                      description of the request (bug C, differential)
+  GET  /stream        a streamed (chunked) response in several parts
+  WS   /ws            accepts and echoes text until the client leaves (E2)
+"""
+import asyncio
+import json
+from urllib.parse import parse_qs
+
+_background = set()
+
+
+def _delay(scope):
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return float(query.get("s", ["0"])[0])
+
+
+async def _read_body(receive):
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return body
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def _respond(send, body, status=200, content_type=b"text/plain"):
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _listen_for_disconnect(receive):
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _websocket(scope, receive, send):
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return
+    if scope["type"] == "websocket":
+        await _websocket(scope, receive, send)
+        return
+    path, delay = scope["path"], _delay(scope)
+    # /sleep and /chunks never call receive(), so bug C cannot interfere
+    # with the timer bugs they exercise.
+    if path == "/sleep":
+        await asyncio.sleep(delay)
+        await _respond(send, b"slept")
+    elif path == "/chunks":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first,", "more_body": True})
+        await asyncio.sleep(delay)
+        await send({"type": "http.response.body", "body": b"last"})
+    elif path == "/listen":
+        await _read_body(receive)
+        task = asyncio.ensure_future(_listen_for_disconnect(receive))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        await asyncio.sleep(0.05)
+        await _respond(send, b"listening")
+    elif path == "/echo":
+        await asyncio.sleep(delay)
+        body = await _read_body(receive)
+        described = {
+            "method": scope["method"],
+            "path": path,
+            "query": scope["query_string"].decode("latin-1"),
+            "http_version": scope["http_version"],
+            "headers": sorted(
+                [k.decode("latin-1"), v.decode("latin-1")]
+                for k, v in scope["headers"]
+                if k not in (b"host", b"user-agent")
+            ),
+            "body": body.decode("latin-1"),
+        }
+        await _respond(send, json.dumps(described, sort_keys=True).encode(), content_type=b"application/json")
+    elif path == "/stream":
+        await _read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+            await asyncio.sleep(0)
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        await _read_body(receive)
+        await _respond(send, b"ok")

@@ -1,0 +1,62 @@
+"""What the installed environment offers, and what BUGS.md says it should show.
+
+The expectations here are an oracle independent of keepalive_guard's own
+decision code: first fixed release per bug and implementation, straight from
+../shared/BUGS.md.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from packaging.version import Version  # noqa: E402
+
+FIRST_FIXED = {
+    "C": {"h11": "0.12.3", "httptools": "0.12.3"},
+    "D": {"h11": "0.12.3", "httptools": "0.12.3"},
+    "E": {"h11": "0.27.1", "httptools": "0.27.1"},
+    "E2": {"h11": "0.53.0", "httptools": None},
+}
+
+
+def uvicorn_version():
+    import uvicorn
+
+    return Version(uvicorn.__version__)
+
+
+def has_bug(bug, http):
+    """True if the installed release has ``bug`` on ``http`` (BUGS.md)."""
+    first_fixed = FIRST_FIXED[bug][http]
+    return first_fixed is not None and uvicorn_version() < Version(first_fixed)
+
+
+def _importable(name):
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+IMPLEMENTATIONS = ["h11"] + (["httptools"] if _importable("httptools") else [])
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def http(request):
+    return request.param
+
+
+def pytest_report_header(config):
+    import h11
+    import uvicorn
+
+    httptools = sys.modules.get("httptools")
+    return "uvicorn {}, h11 {}, httptools {}, implementations {}".format(
+        uvicorn.__version__,
+        h11.__version__,
+        getattr(httptools, "__version__", "not installed"),
+        ", ".join(IMPLEMENTATIONS),
+    )

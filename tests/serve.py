@@ -1,0 +1,57 @@
+"""Run one real uvicorn server for a test: ``python serve.py --http h11 ...``.
+
+Binds 127.0.0.1 on a free port, prints ``READY <port> <guard status json>``
+on stdout once uvicorn's config is loaded; logs go to stderr.
+Runs on every Python and uvicorn release the suite covers (3.6+, 0.11.0+).
+"""
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", default="h11")
+    parser.add_argument("--ws", default="none")
+    parser.add_argument("--guard", default="none", help="'none', 'env', or a fix selection")
+    parser.add_argument("--timeout-keep-alive", type=float, default=1.0)
+    args = parser.parse_args()
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.guard not in ("none", "env"):
+        import keepalive_guard
+
+        keepalive_guard.install(fixes=args.guard)
+
+    import uvicorn
+    from apps import app
+
+    config = uvicorn.Config(
+        app,
+        http=args.http,
+        ws=args.ws,
+        loop="asyncio",
+        lifespan="off",
+        timeout_keep_alive=args.timeout_keep_alive,
+        log_level="info",
+        access_log=False,
+    )
+    config.load()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)  # accept (into the backlog) from the moment READY is printed
+    guard = None
+    if "keepalive_guard" in sys.modules:
+        guard = sys.modules["keepalive_guard"].status(import_modules=False).as_dict()
+    print("READY {} {}".format(sock.getsockname()[1], json.dumps(guard)), flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
