@@ -3,6 +3,7 @@
 ``install()`` patches uvicorn (now or when it is imported), ``uninstall()``
 restores it exactly, ``status()`` says what was decided and why.
 """
+
 from .errors import KeepaliveGuardError
 from .fixes import FIX_IDS
 from .guard import install, status, uninstall
@@ -10,4 +11,12 @@ from .report import Report
 
 __version__ = "0.1.0"
 
-__all__ = ["FIX_IDS", "KeepaliveGuardError", "Report", "install", "status", "uninstall", "__version__"]
+__all__ = [
+    "FIX_IDS",
+    "KeepaliveGuardError",
+    "Report",
+    "install",
+    "status",
+    "uninstall",
+    "__version__",
+]

@@ -1,4 +1,5 @@
 """``python -m keepalive_guard``: the same as the ``keepalive-guard`` command."""
+
 import sys
 
 from .cli import main

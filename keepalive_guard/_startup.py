@@ -3,6 +3,7 @@
 (and its spawned children, which inherit the variable) with no code change.
 Nothing here imports uvicorn; patches land when uvicorn's protocol modules load.
 """
+
 from . import config
 from .guard import install
 

@@ -3,6 +3,7 @@
 ``KEEPALIVE_GUARD=0`` turns it off; ``KEEPALIVE_GUARD_FIXES`` and
 ``KEEPALIVE_GUARD_STRICT`` apply as they do to ``install()``.
 """
+
 from . import config
 from .guard import install
 

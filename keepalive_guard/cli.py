@@ -5,6 +5,7 @@
 uvicorn's protocol modules, and report each decision; ``check`` exits 1 when
 a fix that applies here cannot be applied, for CI gates and deploy checks.
 """
+
 import argparse
 import json
 import logging
@@ -44,7 +45,10 @@ def _check(args: argparse.Namespace) -> int:
     elif problems:
         print("keepalive-guard check: FAILED", file=sys.stderr)
         for s in problems:
-            print("  {} ({}): {}: {}".format(s.fix, s.implementation, s.state, s.reason), file=sys.stderr)
+            print(
+                "  {} ({}): {}: {}".format(s.fix, s.implementation, s.state, s.reason),
+                file=sys.stderr,
+            )
     else:
         applied = ", ".join("{} ({})".format(s.fix, s.implementation) for s in report.applied)
         print(

@@ -6,6 +6,7 @@ a fix name adds it, ``-NAME`` removes it.  A list that starts with a removal
 starts from ``all``: ``-E2`` means every fix but E2.  Names are
 case-insensitive.  An iterable of the same tokens works too.
 """
+
 import os
 from typing import Iterable, Optional, Tuple, Union
 
@@ -56,9 +57,7 @@ def parse_fixes(fixes: Selection, source: str = "fixes") -> Tuple[str, ...]:
         else:
             raise KeepaliveGuardError(
                 "{}: unknown fix {!r}; valid names are {} and 'all' "
-                "(prefix a name with '-' to leave it out)".format(
-                    source, token, ", ".join(FIX_IDS)
-                )
+                "(prefix a name with '-' to leave it out)".format(source, token, ", ".join(FIX_IDS))
             )
         chosen = chosen - names if remove else chosen | names
     return tuple(fix_id for fix_id in FIX_IDS if fix_id in chosen)

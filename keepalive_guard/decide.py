@@ -7,8 +7,9 @@ release of that range, and every attribute it hooks must be free.  Code that
 fails either check (a distro patch, a fork, another patcher) is left alone
 and reported as unrecognised, naming the method.
 """
+
 import sys
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, Tuple
 
 from . import patcher
 from ._fingerprints import KNOWN
@@ -88,8 +89,11 @@ def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, 
     if version is None:
         return UNRECOGNISED, "uvicorn version {!r} cannot be parsed".format(version_text)
     if not OLDEST_KNOWN <= version <= NEWEST_KNOWN:
-        return UNRECOGNISED, "uvicorn {} is outside the releases this build knows ({} to {})".format(
-            version_text, OLDEST_KNOWN, NEWEST_KNOWN
+        return (
+            UNRECOGNISED,
+            "uvicorn {} is outside the releases this build knows ({} to {})".format(
+                version_text, OLDEST_KNOWN, NEWEST_KNOWN
+            ),
         )
     broken = fix.is_broken(impl.name, version)
     if broken is None:

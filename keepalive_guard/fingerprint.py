@@ -3,13 +3,14 @@
 A fingerprint says "this is the code we studied" without needing the source
 file: it hashes the sorted set of names a function's code refers to (globals,
 attributes, imports) and the sorted set of its str/bytes constants, walking
-nested code objects (comprehensions, lambdas) and ignoring their qualnames.  Sets, not sequences, because
-bytecode order changes between CPython releases (3.12 inlines comprehensions
+nested code objects (comprehensions, lambdas) but not their qualnames, which
+3.6-3.10 keep as constants.  Sets, not sequences, because bytecode order changes between CPython releases (3.12 inlines comprehensions
 and moves exception handlers to the end); the docstring is dropped so
 ``python -OO`` gives the same answer; ``AssertionError`` is dropped because
 CPython 3.6-3.8 load it by name and 3.9+ do not.  The result is identical on
 CPython 3.6 to 3.13 for the same source.
 """
+
 import hashlib
 import types
 from typing import Iterator, Optional
@@ -30,8 +31,7 @@ def _walk(code: types.CodeType, skip_docstring: bool) -> Iterator[object]:
         const = stack.pop()
         if isinstance(const, types.CodeType):
             # Nested code here is comprehensions and lambdas: no docstrings.
-            for item in _walk(const, False):
-                yield item
+            yield from _walk(const, False)
         elif isinstance(const, (tuple, frozenset)):
             stack.extend(const)
         elif isinstance(const, (str, bytes)):

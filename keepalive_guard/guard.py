@@ -6,10 +6,10 @@ imported are patched at once; the others when they are imported, through
 wrapt's post-import hooks.  Every decision is made from the installed code
 (see ``decide``); anything not recognised is left alone and reported.
 """
+
 import logging
-import sys
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import wrapt
 
@@ -17,7 +17,7 @@ from . import config, decide, patcher
 from .errors import KeepaliveGuardError
 from .fixes import CATALOGUE, FIX_IDS
 from .implementations import IMPLEMENTATIONS, Implementation, distribution_version
-from .report import APPLIED, PENDING, UNRECOGNISED, FixStatus, Report
+from .report import APPLIED, NOT_APPLICABLE, PENDING, UNRECOGNISED, FixStatus, Report
 
 logger = logging.getLogger("keepalive_guard")
 
@@ -56,9 +56,7 @@ def install(fixes: config.Selection = None, strict: bool = False) -> Report:
     selection = config.parse_fixes(fixes)
     strict = bool(strict) or config.env_flag(config.STRICT)
     with _lock:
-        if not (
-            _state.installed and _state.selection == selection and _state.strict == strict
-        ):
+        if not (_state.installed and _state.selection == selection and _state.strict == strict):
             _reconfigure(selection, strict)
         if not _state.hooks_registered:
             for impl in IMPLEMENTATIONS:
@@ -89,6 +87,7 @@ def status(import_modules: bool = True) -> Report:
         if module is None and import_modules:
             module, why = impl.import_module()
         modules[impl.name] = (module, why)
+    versions = {name: distribution_version(name) for name in ("uvicorn", "h11", "httptools")}
     with _lock:
         statuses = []  # type: List[FixStatus]
         for impl in IMPLEMENTATIONS:
@@ -101,28 +100,19 @@ def status(import_modules: bool = True) -> Report:
                 statuses.extend(_not_loaded(impl, why))
                 continue
             plan = decide.plan(impl, module, _state.selection)
-            reason = "keepalive-guard is not installed"
+            reason = "keepalive-guard is {}".format(
+                "installed but this module was not patched" if _state.installed else "not installed"
+            )
             statuses.extend(_pending(plan.statuses, reason))
-        versions = {
-            "uvicorn": distribution_version("uvicorn") if import_modules or "uvicorn" in sys.modules else None,
-            "h11": distribution_version("h11") if import_modules or "h11" in sys.modules else None,
-            "httptools": distribution_version("httptools")
-            if import_modules or "httptools" in sys.modules
-            else None,
-        }
         return Report(_state.installed, _state.strict, list(_state.selection), versions, statuses)
 
 
 def _not_loaded(impl: Implementation, why: Optional[str]) -> List[FixStatus]:
-    from .report import NOT_APPLICABLE
-
     if why is None:
         state, reason = PENDING, "{} not imported yet".format(impl.module)
     else:
         state, reason = NOT_APPLICABLE, why
-    return [
-        FixStatus(fix.id, impl.name, state, reason, fix.upstream) for fix in CATALOGUE.values()
-    ]
+    return [FixStatus(fix.id, impl.name, state, reason, fix.upstream) for fix in CATALOGUE.values()]
 
 
 def _pending(statuses: List[FixStatus], reason: str) -> List[FixStatus]:

@@ -4,6 +4,7 @@ Both names have been stable since 0.2.17: ``uvicorn.protocols.http.h11_impl``
 and ``httptools_impl``, each with a protocol class and its own
 ``RequestResponseCycle``.  Nothing here imports uvicorn unless asked to.
 """
+
 import importlib
 import sys
 from typing import Dict, Optional, Tuple

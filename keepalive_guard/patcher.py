@@ -5,6 +5,7 @@ what the class itself held before (or that it held nothing and inherited),
 so revert puts back exactly that.  A set of patches goes on whole or not at
 all, and comes off whole or not at all.
 """
+
 import functools
 from typing import Callable, Dict, List, Sequence, Tuple
 
@@ -72,9 +73,7 @@ def is_guard_object(value: object) -> bool:
     return getattr(value, MARK, None) is not None
 
 
-def build(
-    hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]
-) -> List[Patch]:
+def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List[Patch]:
     """One Patch per (class, attribute), composing the hooks of every fix.
 
     ``hooks`` is a sequence of (fix id, hook) in catalogue order; method hooks

@@ -1,4 +1,5 @@
 """What the guard decided, per fix and implementation, as data and as text."""
+
 from typing import Dict, List, Optional
 
 APPLIED = "applied"
@@ -16,7 +17,9 @@ class FixStatus(object):
 
     __slots__ = ("fix", "implementation", "state", "reason", "upstream")
 
-    def __init__(self, fix: str, implementation: str, state: str, reason: str, upstream: str) -> None:
+    def __init__(
+        self, fix: str, implementation: str, state: str, reason: str, upstream: str
+    ) -> None:
         self.fix = fix
         self.implementation = implementation
         self.state = state

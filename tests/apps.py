@@ -11,6 +11,7 @@ Routes (query ``s`` is a delay in seconds):
   GET  /stream        a streamed (chunked) response in several parts
   WS   /ws            accepts and echoes text until the client leaves (E2)
 """
+
 import asyncio
 import json
 from urllib.parse import parse_qs
@@ -39,7 +40,10 @@ async def _respond(send, body, status=200, content_type=b"text/plain"):
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -104,10 +108,18 @@ async def app(scope, receive, send):
             ),
             "body": body.decode("latin-1"),
         }
-        await _respond(send, json.dumps(described, sort_keys=True).encode(), content_type=b"application/json")
+        await _respond(
+            send, json.dumps(described, sort_keys=True).encode(), content_type=b"application/json"
+        )
     elif path == "/stream":
         await _read_body(receive)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         for part in (b"one,", b"two,", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
             await asyncio.sleep(0)

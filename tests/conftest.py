@@ -4,6 +4,7 @@ The expectations here are an oracle independent of keepalive_guard's own
 decision code: first fixed release per bug and implementation, straight from
 ../shared/BUGS.md.
 """
+
 import os
 import sys
 

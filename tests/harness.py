@@ -4,6 +4,7 @@
 PID; ``Client`` is a raw-socket HTTP/1.1 client, so pipelining and the exact
 bytes on the wire are under the test's control.  Every wait is bounded.
 """
+
 import json
 import os
 import select
@@ -24,8 +25,16 @@ class Server(object):
 
     def __init__(self, http="h11", guard="none", timeout_keep_alive=1.0, ws="none", env=None):
         self.args = [
-            sys.executable, SERVE, "--http", http, "--guard", guard, "--ws", ws,
-            "--timeout-keep-alive", str(timeout_keep_alive),
+            sys.executable,
+            SERVE,
+            "--http",
+            http,
+            "--guard",
+            guard,
+            "--ws",
+            ws,
+            "--timeout-keep-alive",
+            str(timeout_keep_alive),
         ]
         self.env = dict(os.environ)
         self.env.pop("KEEPALIVE_GUARD", None)
@@ -37,7 +46,9 @@ class Server(object):
 
     def __enter__(self):
         self._log = tempfile.TemporaryFile(mode="w+b")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, env=self.env)
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.PIPE, stderr=self._log, env=self.env
+        )
         try:
             port, guard = self._read_ready().split(" ", 1)
             self.port, self.guard = int(port), json.loads(guard)
@@ -62,7 +73,7 @@ class Server(object):
         line = data.decode().partition("\n")[0]
         if not line.startswith("READY "):
             raise RuntimeError("server did not start; log:\n{}".format(self.log()))
-        return line[len("READY "):]
+        return line[len("READY ") :]
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -158,7 +169,9 @@ class Client(object):
                 return None
             lines = head.decode("latin-1").split("\r\n")
             status = int(lines[0].split()[1])
-            headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:] if line]
+            headers = [
+                tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:] if line
+            ]
             if status >= 200 or status == 101:
                 break
         response = Response(status, headers, b"", head)
@@ -209,8 +222,15 @@ def get(path, extra=b""):
 
 def post(path, body, extra=b""):
     return (
-        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        + b"Content-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
     )
 
 

@@ -4,6 +4,7 @@ Binds 127.0.0.1 on a free port, prints ``READY <port> <guard status json>``
 on stdout once uvicorn's config is loaded; logs go to stderr.
 Runs on every Python and uvicorn release the suite covers (3.6+, 0.11.0+).
 """
+
 import argparse
 import json
 import logging
@@ -22,7 +23,9 @@ def main():
     parser.add_argument("--timeout-keep-alive", type=float, default=1.0)
     args = parser.parse_args()
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.guard not in ("none", "env"):
         import keepalive_guard
 

@@ -5,6 +5,7 @@ it must show without the guard and be gone with it, counted over several
 connections; on a release with the upstream fix it must not show either
 way, and the guard must report "fixed upstream" and patch nothing.
 """
+
 from concurrent.futures import ThreadPoolExecutor
 
 from conftest import has_bug
@@ -41,7 +42,9 @@ def _check(bug, http, scenario, guards=("all",), ws="none", runs=RUNS, count=_co
             assert unguarded == runs, "bug {} did not reproduce unguarded: {}/{}\n{}".format(
                 bug, unguarded, runs, unguarded_log
             )
-            assert guarded == 0, "bug {} with guard {!r}: {}/{}\n{}".format(bug, guard, guarded, runs, log)
+            assert guarded == 0, "bug {} with guard {!r}: {}/{}\n{}".format(
+                bug, guard, guarded, runs, log
+            )
         else:
             assert state in ("fixed upstream", "not applicable"), log
             assert (unguarded, guarded) == (0, 0), log
@@ -129,4 +132,11 @@ def test_e2_timer_across_upgrade(http):
         with Server(http=http, guard="all", ws="wsproto") as server:
             assert _fix_state(server, "E2", http) == "not applicable"
         return
-    _check("E2", http, _e2_websocket_behind_request, guards=("all", "E2"), ws="wsproto", count=_count_timer_tracebacks)
+    _check(
+        "E2",
+        http,
+        _e2_websocket_behind_request,
+        guards=("all", "E2"),
+        ws="wsproto",
+        count=_count_timer_tracebacks,
+    )

@@ -4,9 +4,15 @@ One module per fix, each naming the upstream issue and PR it backports and
 the releases it covers.  Order matters only where two fixes wrap the same
 method: earlier fixes wrap the original first.
 """
+
 from collections import OrderedDict
 
-from . import c_shared_message_event, d_stacked_timer, e2_timer_across_upgrade, e_timer_during_request
+from . import (
+    c_shared_message_event,
+    d_stacked_timer,
+    e2_timer_across_upgrade,
+    e_timer_during_request,
+)
 from .base import Fix
 
 CATALOGUE = OrderedDict(

@@ -6,6 +6,7 @@ behaviour at one of the hook points that have not moved since 0.2.21
 protocol assigns ``self.cycle``.  The patcher composes the hooks of all
 selected fixes into one replacement per attribute.
 """
+
 from typing import Callable, Dict, Optional, Tuple
 
 from packaging.specifiers import SpecifierSet

@@ -16,6 +16,7 @@ Hook: when the protocol assigns ``self.cycle``.  In 0.2.21-0.12.2 every
 ``.set()`` of the protocol-wide event is meant for ``self.cycle``, so pointing
 the protocol's ``message_event`` at the new cycle's event reroutes them all.
 """
+
 import asyncio
 from typing import Tuple
 
@@ -56,7 +57,11 @@ _INSPECTS = {
         "HttpToolsProtocol.connection_lost",
     ),
 }
-_CYCLE = ("RequestResponseCycle.__init__", "RequestResponseCycle.send", "RequestResponseCycle.receive")
+_CYCLE = (
+    "RequestResponseCycle.__init__",
+    "RequestResponseCycle.send",
+    "RequestResponseCycle.receive",
+)
 
 
 def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
@@ -72,5 +77,3 @@ FIX = Fix(
     hooks=_hooks,
     inspects=_inspects,
 )
-
-

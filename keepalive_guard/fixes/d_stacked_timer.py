@@ -8,6 +8,7 @@ cancelling a pending one; two completions with no read in between
 (pipelining) leak the first timer, which later closes a busy connection.
 The fix, as upstream: cancel any pending timer before arming a new one.
 """
+
 from typing import Callable, Tuple
 
 from packaging.version import Version

@@ -10,6 +10,7 @@ timer armed and ``timeout_keep_alive_handler`` later raises
 branch; we cancel on entry to the upgrade method, which that branch calls
 before anything else can happen to the connection.
 """
+
 from typing import Callable, Tuple
 
 from packaging.version import Version
@@ -53,7 +54,5 @@ FIX = Fix(
     broken={"h11": ">=0.2.21,<0.53.0", "httptools": None},
     hooks=_hooks,
     inspects=_inspects,
-    not_applicable={
-        "httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"
-    },
+    not_applicable={"httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"},
 )

@@ -15,6 +15,7 @@ cycles only there).  httptools, as upstream: no timer while a pipelined
 request is queued, i.e. cancel the one just armed if ``on_response_complete``
 found a queued request to start.
 """
+
 from typing import Callable, Tuple
 
 from packaging.version import Version
