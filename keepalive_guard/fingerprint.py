@@ -4,11 +4,12 @@ A fingerprint says "this is the code we studied" without needing the source
 file: it hashes the sorted set of names a function's code refers to (globals,
 attributes, imports) and the sorted set of its str/bytes constants, walking
 nested code objects (comprehensions, lambdas) but not their qualnames, which
-3.6-3.10 keep as constants.  Sets, not sequences, because bytecode order changes between CPython releases (3.12 inlines comprehensions
-and moves exception handlers to the end); the docstring is dropped so
-``python -OO`` gives the same answer; ``AssertionError`` is dropped because
-CPython 3.6-3.8 load it by name and 3.9+ do not.  The result is identical on
-CPython 3.6 to 3.13 for the same source.
+3.6-3.10 keep as constants.  Sets, not sequences, because bytecode order
+changes between CPython releases (3.12 inlines comprehensions and moves
+exception handlers to the end).  The docstring is dropped so ``python -OO``
+gives the same answer; ``AssertionError`` is dropped because CPython 3.6-3.8
+load it by name and 3.9+ do not.  The result is identical on CPython 3.6 to
+3.13 for the same source (``compat/fingerprints.py generate`` checks that).
 """
 
 import hashlib
