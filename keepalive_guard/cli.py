@@ -59,6 +59,19 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if problems else EXIT_OK
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from .config import parse_fixes
+    from .verify.runner import format_result, verify
+
+    fixes = ",".join(parse_fixes(args.fixes)) or "none"
+    result = verify(fixes)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_result(result))
+    return EXIT_OK if result["ok"] else EXIT_PROBLEM
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalive-guard",
@@ -69,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("status", _status, "show each fix's decision for the installed uvicorn"),
         ("check", _check, "exit 1 if a fix that applies here cannot be applied"),
+        (
+            "verify",
+            _verify,
+            "reproduce each applicable bug against the installed uvicorn on 127.0.0.1, "
+            "without and with the guard; exit 1 unless every one is fixed",
+        ),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--json", action="store_true", help="machine-readable output")

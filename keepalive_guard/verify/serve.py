@@ -1,4 +1,4 @@
-"""Run one real uvicorn server for a test: ``python serve.py --http h11 ...``.
+"""One real uvicorn server: ``python -m keepalive_guard.verify.serve --http h11 ...``.
 
 Binds 127.0.0.1 on a free port, prints ``READY <port> <guard status json>``
 on stdout once uvicorn's config is loaded; logs go to stderr.
@@ -8,11 +8,8 @@ Runs on every Python and uvicorn release the suite covers (3.6+, 0.11.0+).
 import argparse
 import json
 import logging
-import os
 import socket
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
@@ -32,7 +29,8 @@ def main():
         keepalive_guard.install(fixes=args.guard)
 
     import uvicorn
-    from apps import app
+
+    from keepalive_guard.verify.app import app
 
     config = uvicorn.Config(
         app,

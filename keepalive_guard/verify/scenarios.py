@@ -1,0 +1,128 @@
+"""Each bug, as a reproduction over real sockets (BUGS.md, "How each one shows itself").
+
+A scenario drives one connection to a server of the installed uvicorn and
+says whether the bug showed on it; ``Scenario.count`` runs several such
+connections at once and counts.  Used by ``keepalive-guard verify`` and by
+the project's tests, which add their own expectations.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from .client import WEBSOCKET_UPGRADE, get, post
+
+#: --timeout-keep-alive of every server a scenario runs against (seconds).
+TIMEOUT = 1.0
+RUNS = 5
+
+
+class Scenario(object):
+    """One way to make a bug show; ``connection(server)`` is True if it did."""
+
+    def __init__(
+        self, bug, name, connection, implementations=("h11", "httptools"), ws=False, log_marker=None
+    ):
+        self.bug = bug
+        self.name = name
+        self.connection = connection
+        self.implementations = implementations
+        self.ws = ws
+        self.log_marker = log_marker
+        self.doc = (connection.__doc__ or "").strip().splitlines()[0]
+
+    def count(self, server, runs=RUNS):
+        """How many of ``runs`` concurrent connections showed the bug.
+
+        With ``log_marker`` the bug shows in the server's log, not on the
+        wire: the count is the number of new log occurrences.
+        """
+        before = server.log().count(self.log_marker) if self.log_marker else 0
+        with ThreadPoolExecutor(max_workers=runs) as pool:
+            showed = sum(pool.map(lambda _: bool(self.connection(server)), range(runs)))
+        if self.log_marker:
+            return server.log().count(self.log_marker) - before
+        return showed
+
+
+def c_post_body_hangs(server):
+    """C: GET with a lingering disconnect listener, then a POST's body read hangs."""
+    with server.client() as client:
+        client.send(get("/listen"))
+        first = client.read_response(timeout=5)
+        assert first is not None and first.body == b"listening", "GET /listen failed"
+        client.send(post("/echo?s=0.1", b"payload"))
+        second = client.read_response(timeout=2)
+        return second is None or b"payload" not in second.body
+
+
+def c_pipelined_body_signal_eaten(server):
+    """C: two pipelined requests reading their bodies; request 1 eats request 2's signal."""
+    with server.client() as client:
+        client.send(get("/echo") + get("/echo"))
+        first = client.read_response(timeout=5)
+        assert first is not None, "first pipelined response missing"
+        return client.read_response(timeout=TIMEOUT * 2) is None
+
+
+def d_closed_early(server):
+    """D: two pipelined requests; the leaked first timer closes the connection early.
+
+    The second request ends 0.6 s after its first chunk.  Correct: the
+    connection closes TIMEOUT after the second response; with the leaked
+    first timer it closes TIMEOUT - 0.6 after it.
+    """
+    with server.client() as client:
+        client.send(get("/") + get("/chunks?s=0.6"))
+        first, second = client.read_response(), client.read_response()
+        assert first is not None and second is not None and second.body == b"first,last", (
+            "pipelined responses missing"
+        )
+        closed_after = client.wait_closed(timeout=TIMEOUT + 2)
+        assert closed_after is not None, "keep-alive timeout never closed the connection"
+        return closed_after < TIMEOUT * 0.7
+
+
+def e_second_response_lost(server):
+    """E: two pipelined GETs, the second slower than the keep-alive timeout; it is lost."""
+    with server.client() as client:
+        client.send(get("/") + get("/sleep?s={}".format(TIMEOUT * 1.6)))
+        first = client.read_response(timeout=5)
+        second = client.read_response(timeout=TIMEOUT * 1.6 + 3)
+        return first is None or second is None or second.body != b"slept"
+
+
+TIMER_TRACEBACK = "Exception in callback H11Protocol.timeout_keep_alive_handler"
+
+
+def e2_websocket_behind_request(server):
+    """E2: a GET and a WebSocket upgrade pipelined; the HTTP timer fires on the WebSocket."""
+    with server.client() as client:
+        client.send(get("/") + WEBSOCKET_UPGRADE)
+        first = client.read_response(timeout=5)
+        upgraded = client.read_response(timeout=5)
+        assert first is not None and upgraded is not None and upgraded.status == 101, (
+            "WebSocket upgrade failed"
+        )
+        assert client.wait_closed(timeout=TIMEOUT * 1.8) is None, "WebSocket closed by the server"
+    return False  # counted in the log
+
+
+SCENARIOS = (
+    Scenario("C", "lingering receive()", c_post_body_hangs),
+    Scenario(
+        "C", "pipelined body signal", c_pipelined_body_signal_eaten, implementations=("httptools",)
+    ),
+    Scenario("D", "stacked timers", d_closed_early),
+    Scenario("E", "timer during request", e_second_response_lost),
+    Scenario(
+        "E2",
+        "timer across upgrade",
+        e2_websocket_behind_request,
+        implementations=("h11",),
+        ws=True,
+        log_marker=TIMER_TRACEBACK,
+    ),
+)
+
+
+def scenarios_for(bug, implementation):
+    return [s for s in SCENARIOS if s.bug == bug and implementation in s.implementations]
