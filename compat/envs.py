@@ -72,12 +72,17 @@ except ImportError:  # run as a script, or compat/ on sys.path
     import interpreters  # noqa: E402
 
 # Bump when the install recipes change: it is part of every environment key.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
 RECIPES = ("plain", "no-deps", "pip", "pip-no-deps")
 
 # Extra packages every environment gets (besides uvicorn and the wheel).
-EXTRA_PACKAGES = ("h11", "httptools", "wsproto", "pytest")
+EXTRA_PACKAGES = ("h11", "httptools", "wsproto", "pytest", "gunicorn")
+
+# uvicorn.workers is deprecated from 0.30.0 in favour of the uvicorn-worker
+# package: environments of those releases get it, so the gunicorn tests run
+# against both bases across the matrix.
+UVICORN_WORKER_FROM = (0, 30, 0)
 
 # Never installed by the no-deps recipe even when uvicorn requires them.
 SKIP_IN_NO_DEPS = {"httptools", "uvloop", "websockets"}
@@ -132,7 +137,8 @@ def dist_version(name):
         return None
 versions = {"uvicorn": uvicorn.__version__,
             "python": "%d.%d.%d" % sys.version_info[:3]}
-for name in ("h11", "httptools", "wsproto", "pytest", "click", "keepalive-guard",
+for name in ("h11", "httptools", "wsproto", "pytest", "click", "keepalive-guard", "gunicorn",
+             "uvicorn-worker",
              "typing-extensions", "uvloop", "websockets"):
     v = dist_version(name)
     if v is not None:
@@ -403,8 +409,14 @@ class _Builder:
         path.write_text("uvloop<0.22\n")  # uvloop >= 0.22 breaks start-up of <= 0.13.4
         return ["-c", str(path)]
 
+    def _extras(self) -> list:
+        extras = list(EXTRA_PACKAGES)
+        if interpreters.parse_release(self.uvicorn) >= UVICORN_WORKER_FROM:
+            extras.append("uvicorn-worker")
+        return extras
+
     def recipe_plain(self, tool: str) -> None:
-        args = self._constraints() + ["uvicorn==" + self.uvicorn, *EXTRA_PACKAGES, str(self.wheel)]
+        args = self._constraints() + ["uvicorn==" + self.uvicorn, *self._extras(), str(self.wheel)]
         _check(self._install(tool, args), "%s plain install" % tool)
 
     def recipe_no_deps(self, tool: str) -> None:
@@ -415,7 +427,9 @@ class _Builder:
         base, httptools_pins = self._requirements()
         self.notes.append("no-deps: uvicorn requires " + ", ".join(base or ["nothing"]))
         reqs = base + [
-            r for r in ("h11", "wsproto", "pytest") if not any(_req_name(b) == r for b in base)
+            r
+            for r in self._extras()
+            if r != "httptools" and not any(_req_name(b) == r for b in base)
         ]
         _check(self._install(tool, reqs + [str(self.wheel)]), "%s install requirements" % tool)
         errors = []

@@ -9,6 +9,7 @@ a fix that applies here cannot be applied, for CI gates and deploy checks.
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -72,6 +73,45 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if result["ok"] else EXIT_PROBLEM
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Replace this process with the command, the guard switched on for it and its children."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("keepalive-guard run: give a command, e.g. run -- uvicorn app:app", file=sys.stderr)
+        return EXIT_USAGE
+    if not _startup_hook_installed():
+        print(
+            "keepalive-guard run: keepalive_guard.pth is not in this interpreter's site-packages "
+            "(install keepalive-guard from its wheel), so the command would not be guarded",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from .config import ENABLE, FIXES, STRICT, parse_fixes
+
+    env = dict(os.environ)
+    env[ENABLE] = "1"
+    if args.fixes is not None:
+        env[FIXES] = ",".join(parse_fixes(args.fixes)) or "-all"
+    if args.strict:
+        env[STRICT] = "1"
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as exc:
+        print("keepalive-guard run: {}: {}".format(command[0], exc.strerror), file=sys.stderr)
+        return 127
+    return EXIT_USAGE  # not reached
+
+
+def _startup_hook_installed() -> bool:
+    import site
+
+    dirs = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    dirs.append(site.getusersitepackages())
+    return any(os.path.exists(os.path.join(d, "keepalive_guard.pth")) for d in dirs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalive-guard",
@@ -97,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="fix selection, e.g. 'all,-E2' (default: $KEEPALIVE_GUARD_FIXES or all)",
         )
         cmd.set_defaults(func=func)
+    run = sub.add_parser(
+        "run",
+        help="run a command (and its children) with the guard on: run -- uvicorn app:app",
+        description="Run COMMAND with KEEPALIVE_GUARD=1, replacing this process: the command, "
+        "and every Python process it starts, installs the guard at start-up; signals and the "
+        "exit status are the command's own.",
+    )
+    run.add_argument("--fixes", default=None, help="fix selection for the command")
+    run.add_argument("--strict", action="store_true", help="refuse unrecognised code")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    run.set_defaults(func=_run)
     return parser
 
 

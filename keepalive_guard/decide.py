@@ -50,7 +50,7 @@ def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], versio
     by_name = {cls.__name__: cls for cls in classes.values()}
     for key in fix.inspects(impl.name, version):
         class_name, method = key.split(".")
-        value = by_name[class_name].__dict__.get(method)
+        value = patcher.unwrapped(by_name[class_name].__dict__.get(method))
         if value is None:
             return "{} is missing".format(key)
         if patcher.is_guard_object(value):
@@ -62,7 +62,8 @@ def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], versio
             )
     for hook in fix.hooks(impl.name, version):
         cls = classes[hook.role]
-        if isinstance(hook, AssignHook) and hook.name in cls.__dict__:
+        current = cls.__dict__.get(hook.name)
+        if isinstance(hook, AssignHook) and current is not None and not patcher.is_ours(current):
             return "{}.{} is already defined on the class".format(cls.__name__, hook.name)
         if not isinstance(hook, AssignHook) and hook.name not in cls.__dict__:
             return "{}.{} is missing".format(cls.__name__, hook.name)

@@ -7,6 +7,7 @@ all, and comes off whole or not at all.
 """
 
 import functools
+import weakref
 from typing import Callable, Dict, List, Sequence, Tuple
 
 from .errors import KeepaliveGuardError
@@ -14,6 +15,7 @@ from .fixes.base import AssignHook, MethodHook
 
 MARK = "__keepalive_guard__"
 _MISSING = object()
+_ours = weakref.WeakSet()  # type: weakref.WeakSet
 
 
 class AssignmentHook(object):
@@ -73,6 +75,21 @@ def is_guard_object(value: object) -> bool:
     return getattr(value, MARK, None) is not None
 
 
+def is_ours(value: object) -> bool:
+    """True for a replacement this copy of keepalive-guard built."""
+    try:
+        return value in _ours
+    except TypeError:  # not weak-referenceable: certainly not ours
+        return False
+
+
+def unwrapped(value: object) -> object:
+    """``value`` with this copy's method wrappers peeled off."""
+    while is_ours(value) and hasattr(value, "__wrapped__"):
+        value = value.__wrapped__
+    return value
+
+
 def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List[Patch]:
     """One Patch per (class, attribute), composing the hooks of every fix.
 
@@ -96,6 +113,7 @@ def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List
             setattr(replacement, MARK, tuple(fixes))
         else:
             raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))
+        _ours.add(replacement)
         patches.append(Patch(cls, name, replacement))
     return patches
 

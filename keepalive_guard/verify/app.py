@@ -10,10 +10,13 @@ Routes (query ``s`` is a delay in seconds):
                       description of the request (bug C, differential)
   GET  /stream        a streamed (chunked) response in several parts
   WS   /ws            accepts and echoes text until the client leaves (E2)
+  GET  /_guard        this process's PID and what keepalive-guard did in it
 """
 
 import asyncio
 import json
+import os
+import sys
 from urllib.parse import parse_qs
 
 _background = set()
@@ -124,6 +127,29 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": part, "more_body": True})
             await asyncio.sleep(0)
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/_guard":
+        await _read_body(receive)
+        body = json.dumps(_guard_state(), sort_keys=True).encode()
+        await _respond(send, body, content_type=b"application/json")
     else:
         await _read_body(receive)
         await _respond(send, b"ok")
+
+
+def _guard_state():
+    """Which uvicorn protocol classes carry keepalive-guard hooks in this process."""
+    patched = {}
+    for name in ("uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"):
+        module = sys.modules.get(name)
+        for cls_name in ("H11Protocol", "HttpToolsProtocol"):
+            cls = getattr(module, cls_name, None)
+            if cls is not None:
+                patched[cls_name] = any(
+                    getattr(value, "__keepalive_guard__", None) for value in vars(cls).values()
+                )
+    guarded_classes = sys.modules.get("keepalive_guard.protocols") is not None
+    return {
+        "pid": os.getpid(),
+        "uvicorn_classes_patched": patched,
+        "guarded_classes_loaded": guarded_classes,
+    }

@@ -6,6 +6,7 @@ Runs on every Python and uvicorn release the suite covers (3.6+, 0.11.0+).
 """
 
 import argparse
+import importlib
 import json
 import logging
 import socket
@@ -14,7 +15,7 @@ import sys
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--http", default="h11")
+    parser.add_argument("--http", default="h11", help="a uvicorn name or module:Class")
     parser.add_argument("--ws", default="none")
     parser.add_argument("--guard", default="none", help="'none', 'env', or a fix selection")
     parser.add_argument("--timeout-keep-alive", type=float, default=1.0)
@@ -32,9 +33,13 @@ def main():
 
     from keepalive_guard.verify.app import app
 
+    http = args.http
+    if ":" in http:  # an import string: pass the class, which every release accepts
+        module_name, _, name = http.partition(":")
+        http = getattr(importlib.import_module(module_name), name)
     config = uvicorn.Config(
         app,
-        http=args.http,
+        http=http,
         ws=args.ws,
         loop="asyncio",
         lifespan="off",
@@ -47,9 +52,10 @@ def main():
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)  # accept (into the backlog) from the moment READY is printed
-    guard = None
-    if "keepalive_guard" in sys.modules:
-        guard = sys.modules["keepalive_guard"].status(import_modules=False).as_dict()
+    guard = sys.modules["keepalive_guard"].status(import_modules=False).as_dict()
+    class_status = getattr(config.http_protocol_class, "keepalive_guard_status", None)
+    if class_status is not None:  # a guarded protocol class serves: report its decisions
+        guard["fixes"] = [status.as_dict() for status in class_status]
     print("READY {} {}".format(sock.getsockname()[1], json.dumps(guard)), flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 

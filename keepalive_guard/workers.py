@@ -1,0 +1,47 @@
+"""gunicorn worker classes that serve through keepalive-guard's protocol classes.
+
+    gunicorn -k keepalive_guard.workers.UvicornWorker app:app
+    gunicorn -k keepalive_guard.workers.UvicornH11Worker app:app
+
+Subclasses of the ``uvicorn-worker`` package's workers when it is installed,
+else of ``uvicorn.workers`` (deprecated upstream since uvicorn 0.30).  Each
+keeps its base's settings and swaps the ``http`` entry of ``CONFIG_KWARGS``
+(merged last into ``Config`` on every release) for the guarded class of the
+same implementation; uvicorn's own classes are not touched.
+"""
+
+from . import protocols
+
+try:
+    from uvicorn_worker import UvicornH11Worker as _BaseH11Worker
+    from uvicorn_worker import UvicornWorker as _BaseWorker
+except ImportError:
+    from uvicorn.workers import UvicornH11Worker as _BaseH11Worker
+    from uvicorn.workers import UvicornWorker as _BaseWorker
+
+_GUARDED = {
+    "auto": protocols.AutoHTTPProtocol,
+    "h11": protocols.H11Protocol,
+    "httptools": protocols.HttpToolsProtocol,
+}
+
+
+def _guarded_kwargs(base: type) -> dict:
+    kwargs = dict(base.CONFIG_KWARGS)
+    kwargs["http"] = _GUARDED.get(kwargs.get("http", "auto"), protocols.AutoHTTPProtocol)
+    return kwargs
+
+
+class UvicornWorker(_BaseWorker):
+    """The base ``UvicornWorker`` with keepalive-guard's fixes."""
+
+    CONFIG_KWARGS = _guarded_kwargs(_BaseWorker)
+
+
+class UvicornH11Worker(_BaseH11Worker):
+    """The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes."""
+
+    CONFIG_KWARGS = _guarded_kwargs(_BaseH11Worker)
+
+
+__all__ = ["UvicornH11Worker", "UvicornWorker"]
