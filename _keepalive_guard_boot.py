@@ -1,97 +1,126 @@
-"""keepalive-guard's start-up hook, imported by ``keepalive_guard.pth``.
+"""keepalive-guard's import hooks and start-up hook (stdlib only, Python 3.6+).
 
-Runs in every interpreter that has keepalive-guard installed, so it does as
-little as possible and never raises:
+``keepalive_guard.pth`` runs ``boot()`` in every interpreter that has
+keepalive-guard installed, so this module does as little as possible and
+never raises into an import:
 
-* It puts a meta path finder in front that acts on two modules only:
-  after ``uvicorn.config`` loads, the names ``guarded``, ``guarded-h11`` and
-  ``guarded-httptools`` join ``HTTP_PROTOCOLS`` (so ``--http guarded`` and
-  ``Config(http="guarded")`` work on every release and ``uvicorn --help``
-  lists them); after ``uvicorn.main`` loads on releases whose ``--http`` is
-  free text (0.36+), its help metavar lists them too.  Every other import
-  costs one tuple membership test.
-* Only when ``KEEPALIVE_GUARD`` is set to a true value does it import the
-  package and install the guard; otherwise nothing else is imported.
+* ``when_imported(name, callback)`` calls ``callback(module)`` once ``name``
+  has finished importing (at once if it already has): the guard patches
+  uvicorn's protocol modules this way whenever they load.  A meta path finder
+  acts on registered names only; every other import costs one dict look-up.
+* ``boot()`` registers the ``--http guarded|guarded-h11|guarded-httptools``
+  names for when ``uvicorn.config`` loads (so they work on every release and
+  ``uvicorn --help`` lists them; on 0.36+, whose ``--http`` is free text,
+  the help text of ``uvicorn.main`` too), and installs the guard only when
+  ``KEEPALIVE_GUARD`` is set to a true value.
+
+It is a top-level module so that importing it does not import the package.
 """
 
 import os
 import sys
+import threading
 
 HTTP_NAMES = (
     ("guarded", "keepalive_guard.protocols:AutoHTTPProtocol"),
     ("guarded-h11", "keepalive_guard.protocols:H11Protocol"),
     ("guarded-httptools", "keepalive_guard.protocols:HttpToolsProtocol"),
 )
-_TARGETS = ("uvicorn.config", "uvicorn.main")
+
+_lock = threading.RLock()
+_callbacks = {}  # module name -> [callback, ...] still to run
 
 
-def _after_config(module):
-    protocols = getattr(module, "HTTP_PROTOCOLS", None)
-    if isinstance(protocols, dict):
-        for name, target in HTTP_NAMES:
-            protocols.setdefault(name, target)
+def when_imported(name, callback):
+    """Run ``callback(module)`` after ``name`` is imported, or now if it was."""
+    with _lock:
+        _ensure_finder()
+        module = sys.modules.get(name)
+        if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+            _callbacks.setdefault(name, []).append(callback)
+            return
+    callback(module)
 
 
-def _after_main(module):
-    command = getattr(module, "main", None)
-    for param in getattr(command, "params", ()):
-        metavar = getattr(param, "metavar", None)
-        if getattr(param, "name", None) == "http" and isinstance(metavar, str):
-            if metavar.endswith("]") and "guarded" not in metavar:
-                param.metavar = metavar[:-1] + "|" + "|".join(n for n, _ in HTTP_NAMES) + "]"
+def _fire(module):
+    with _lock:
+        callbacks = _callbacks.pop(module.__name__, [])
+    for callback in callbacks:
+        callback(module)
 
 
 class _Loader(object):
-    def __init__(self, loader, after):
+    """Wraps a module's loader to run the registered callbacks after it executes."""
+
+    def __init__(self, loader):
         self._loader = loader
-        self._after = after
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        try:
-            self._after(module)
-        except Exception:  # never break uvicorn's import
-            pass
+        _fire(module)
 
     def __getattr__(self, name):
         return getattr(self._loader, name)
 
 
 class _Finder(object):
-    """Wraps the loader of uvicorn.config and uvicorn.main; ignores the rest."""
+    """First on sys.meta_path; wraps the loader of registered modules only."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in _TARGETS:
+        if fullname not in _callbacks:
             return None
-        try:
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(fullname, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-            if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        for finder in list(sys.meta_path):
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Loader(spec.loader)
                 return spec
-            after = _after_config if fullname == "uvicorn.config" else _after_main
-            spec.loader = _Loader(spec.loader, after)
-            return spec
+        return None
+
+
+def _ensure_finder():
+    if not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+
+
+def _quietly(function):
+    """A callback that never breaks the import it runs in."""
+
+    def callback(module):
+        try:
+            function(module)
         except Exception:
-            return None
+            pass
+
+    return callback
 
 
-if not any(
-    type(finder).__name__ == "_Finder" and type(finder).__module__ == __name__
-    for finder in sys.meta_path
-):
-    sys.meta_path.insert(0, _Finder())
+def _register_http_names(config):
+    protocols = getattr(config, "HTTP_PROTOCOLS", None)
+    if isinstance(protocols, dict):
+        for name, target in HTTP_NAMES:
+            protocols.setdefault(name, target)
 
-if os.environ.get("KEEPALIVE_GUARD", "").strip().lower() not in ("", "0", "false", "no", "off"):
-    try:
-        import keepalive_guard._startup  # noqa: F401
-    except Exception as exc:  # a start-up hook must not stop the interpreter
-        sys.stderr.write("keepalive-guard: start-up hook failed: {!r}\n".format(exc))
+
+def _list_http_names_in_help(main):
+    for param in getattr(getattr(main, "main", None), "params", ()):
+        metavar = getattr(param, "metavar", None)
+        if getattr(param, "name", None) == "http" and isinstance(metavar, str):
+            if metavar.endswith("]") and "guarded" not in metavar:
+                param.metavar = metavar[:-1] + "|" + "|".join(n for n, _ in HTTP_NAMES) + "]"
+
+
+def boot():
+    """The start-up hook: see the module docstring."""
+    when_imported("uvicorn.config", _quietly(_register_http_names))
+    when_imported("uvicorn.main", _quietly(_list_http_names_in_help))
+    if os.environ.get("KEEPALIVE_GUARD", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        try:
+            import keepalive_guard._startup  # noqa: F401
+        except Exception as exc:  # a start-up hook must not stop the interpreter
+            sys.stderr.write("keepalive-guard: start-up hook failed: {!r}\n".format(exc))

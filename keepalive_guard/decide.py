@@ -12,11 +12,10 @@ import sys
 from typing import Dict, FrozenSet, Tuple
 
 from . import patcher
-from ._fingerprints import KNOWN
 from .fingerprint import function_fingerprint
 from .fixes import CATALOGUE
 from .fixes.base import AssignHook, Fix
-from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version
+from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version, release
 from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, FixStatus
 
 _known_cache = {}  # type: Dict[Tuple[str, str, str], FrozenSet[str]]
@@ -36,10 +35,11 @@ def known_fingerprints(fix: Fix, impl: str, key: str) -> FrozenSet[str]:
     """Fingerprints of ``key`` in the studied releases that lack ``fix``."""
     cache_key = (fix.id, impl, key)
     if cache_key not in _known_cache:
-        spec = fix.broken[impl]
+        from ._fingerprints import KNOWN  # a large table: loaded only to decide
+
         found = set()
         for fingerprint, releases in KNOWN.get(impl, {}).get(key, {}).items():
-            if any(spec.contains(release, prereleases=True) for release in releases):
+            if any(fix.is_broken(impl, release(text)) for text in releases):
                 found.add(fingerprint)
         _known_cache[cache_key] = frozenset(found)
     return _known_cache[cache_key]
@@ -89,7 +89,7 @@ def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, 
         return DISABLED, "not selected"
     if version is None:
         return UNRECOGNISED, "uvicorn version {!r} cannot be parsed".format(version_text)
-    if not OLDEST_KNOWN <= version <= NEWEST_KNOWN:
+    if not release(OLDEST_KNOWN) <= version <= release(NEWEST_KNOWN):
         return (
             UNRECOGNISED,
             "uvicorn {} is outside the releases this build knows ({} to {})".format(

@@ -12,7 +12,6 @@ load it by name and 3.9+ do not.  The result is identical on CPython 3.6 to
 3.13 for the same source (``compat/fingerprints.py generate`` checks that).
 """
 
-import hashlib
 import types
 from typing import Iterator, Optional
 
@@ -46,6 +45,8 @@ def _is_qualname(text: str, nested: set) -> bool:
 
 def code_fingerprint(code: types.CodeType, has_docstring: bool) -> str:
     """Fingerprint of a code object; ``has_docstring`` drops ``co_consts[0]``."""
+    import hashlib  # only needed when deciding, not at every activation
+
     items = sorted(set(_walk(code, has_docstring)), key=repr)
     digest = hashlib.sha256(repr(items).encode("utf-8")).hexdigest()
     return digest[:16]

@@ -2,16 +2,19 @@
 
 In the manner of OpenTelemetry's BaseInstrumentor: idempotent, safe from any
 thread, in any order, before or after uvicorn is imported.  Modules already
-imported are patched at once; the others when they are imported, through
-wrapt's post-import hooks.  Every decision is made from the installed code
-(see ``decide``); anything not recognised is left alone and reported.
+imported are patched at once; the others as they finish importing, through
+``_keepalive_guard_boot.when_imported`` (the small finder the start-up hook
+uses too: importing wrapt for its post-import hooks would cost more than
+the whole activation budget).  Every decision is made from the installed
+code (see ``decide``); anything not recognised is left alone and reported.
 """
 
 import logging
+import sys
 import threading
 from typing import List, Optional, Tuple
 
-import wrapt
+import _keepalive_guard_boot
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
@@ -60,7 +63,7 @@ def install(fixes: config.Selection = None, strict: bool = False) -> Report:
             _reconfigure(selection, strict)
         if not _state.hooks_registered:
             for impl in IMPLEMENTATIONS:
-                wrapt.register_post_import_hook(_on_import, impl.module)
+                _keepalive_guard_boot.when_imported(impl.module, _on_import)
             _state.hooks_registered = True
     return status(import_modules=False)
 
@@ -78,16 +81,23 @@ def status(import_modules: bool = True) -> Report:
 
     With ``import_modules`` (the default) uvicorn's protocol modules are
     imported so that every implementation gets a decision; if the guard is
-    installed, that import applies it, as serving a request would.
+    installed, that import applies it, as serving a request would.  Without
+    it, nothing is imported and versions of libraries not yet imported are
+    None.
     """
     modules = {}
     for impl in IMPLEMENTATIONS:
         module = impl.loaded_module()
+        if module is not None and _state.installed and impl.name not in _state.applied:
+            _on_import(module)  # it finished loading while install() was looking away
         why = None
         if module is None and import_modules:
             module, why = impl.import_module()
         modules[impl.name] = (module, why)
-    versions = {name: distribution_version(name) for name in ("uvicorn", "h11", "httptools")}
+    versions = {
+        name: distribution_version(name) if import_modules or name in sys.modules else None
+        for name in ("uvicorn", "h11", "httptools")
+    }
     with _lock:
         statuses = []  # type: List[FixStatus]
         for impl in IMPLEMENTATIONS:
@@ -123,7 +133,7 @@ def _pending(statuses: List[FixStatus], reason: str) -> List[FixStatus]:
 
 
 def _on_import(module: object) -> None:
-    """wrapt post-import hook: patch a uvicorn protocol module as it loads."""
+    """Post-import hook: patch a uvicorn protocol module as it loads."""
     impl = next(i for i in IMPLEMENTATIONS if i.module == getattr(module, "__name__", None))
     with _lock:
         if not _state.installed or impl.name in _state.applied:

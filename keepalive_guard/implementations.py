@@ -6,17 +6,24 @@ and ``httptools_impl``, each with a protocol class and its own
 """
 
 import importlib
+import re
 import sys
 from typing import Dict, Optional, Tuple
 
-from packaging.version import InvalidVersion, Version
+#: A release as an orderable key: (major, minor, micro, post), post -1 if none.
+Release = Tuple[int, int, int, int]
+
+# The PEP 440 subset uvicorn has used since 0.2: N.N.N, optional .postN; a
+# local label (+el8) is ignored.  Pre-releases and dev builds do not match:
+# the guard has not studied them.
+_RELEASE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.post(\d+))?(?:\+[a-z0-9.]+)?\s*$", re.I)
 
 H11 = "h11"
 HTTPTOOLS = "httptools"
 
-#: The releases this build of keepalive-guard has studied (PEP 440, inclusive).
-OLDEST_KNOWN = Version("0.11.0")
-NEWEST_KNOWN = Version("0.54.0")
+#: The releases this build of keepalive-guard has studied (inclusive).
+OLDEST_KNOWN = "0.11.0"
+NEWEST_KNOWN = "0.54.0"
 
 
 class Implementation(object):
@@ -78,10 +85,22 @@ def distribution_version(module_name: str) -> Optional[str]:
     return str(version) if version is not None else None
 
 
-def parse_version(text: Optional[str]) -> Optional[Version]:
-    if text is None:
+def parse_version(text: Optional[str]) -> Optional[Release]:
+    """``"0.27.0.post1"`` -> ``(0, 27, 0, 1)``; None for anything else.
+
+    packaging would do this too, but importing it costs more than the whole
+    activation budget (see the benchmarks); this is all uvicorn needs.
+    """
+    match = _RELEASE.match(text or "")
+    if match is None:
         return None
-    try:
-        return Version(text)
-    except InvalidVersion:
-        return None
+    major, minor, micro, post = match.groups()
+    return (int(major), int(minor), int(micro or 0), int(post) if post is not None else -1)
+
+
+def release(text: str) -> Release:
+    """parse_version for the literal releases written in this package."""
+    parsed = parse_version(text)
+    if parsed is None:
+        raise ValueError("not a release: {!r}".format(text))
+    return parsed

@@ -86,7 +86,7 @@ class Report(object):
                 " (strict)" if self.strict else "",
             ),
             "versions: "
-            + ", ".join("{} {}".format(k, v or "not installed") for k, v in self.versions.items()),
+            + ", ".join("{} {}".format(k, v or "not imported") for k, v in self.versions.items()),
         ]
         rows = [("fix", "impl", "state", "detail")] + [
             (s.fix, s.implementation, s.state, s.reason) for s in self.fixes

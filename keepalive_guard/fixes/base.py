@@ -9,8 +9,7 @@ selected fixes into one replacement per attribute.
 
 from typing import Callable, Dict, Optional, Tuple
 
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from ..implementations import Release, release
 
 # Roles of the classes a hook can target (see implementations.Implementation).
 PROTOCOL = "protocol"
@@ -46,8 +45,9 @@ class AssignHook(object):
 class Fix(object):
     """One backported upstream fix.
 
-    ``broken`` maps an implementation name to the releases that lack the fix
-    (a PEP 440 specifier), or to None where the bug does not exist there;
+    ``broken`` maps an implementation name to the releases that lack the fix,
+    ``(first broken, first fixed)`` (the range includes the first and excludes
+    the second), or to None where the bug does not exist there;
     ``not_applicable`` then says why.  ``hooks(impl, version)`` and
     ``inspects(impl, version)`` (the methods whose code must be recognised
     before the hooks are safe) are version-aware.
@@ -58,30 +58,29 @@ class Fix(object):
         id: str,
         summary: str,
         upstream: str,
-        first_fixed: Dict[str, Optional[str]],
-        broken: Dict[str, Optional[str]],
-        hooks: Callable[[str, Version], Tuple],
-        inspects: Callable[[str, Version], Tuple[str, ...]],
+        broken: Dict[str, Optional[Tuple[str, str]]],
+        hooks: Callable[[str, Release], Tuple],
+        inspects: Callable[[str, Release], Tuple[str, ...]],
         not_applicable: Optional[Dict[str, str]] = None,
     ) -> None:
         self.id = id
         self.summary = summary
         self.upstream = upstream
-        self.first_fixed = first_fixed
+        self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
         self.broken = {
-            impl: (SpecifierSet(spec) if spec is not None else None)
-            for impl, spec in broken.items()
+            impl: ((release(span[0]), release(span[1])) if span else None)
+            for impl, span in broken.items()
         }
         self.hooks = hooks
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
 
-    def is_broken(self, impl: str, version: Version) -> Optional[bool]:
+    def is_broken(self, impl: str, version: Release) -> Optional[bool]:
         """True if ``version`` lacks the fix, False if it has it, None if n/a."""
-        spec = self.broken.get(impl)
-        if spec is None:
+        span = self.broken.get(impl)
+        if span is None:
             return None
-        return spec.contains(version, prereleases=True)
+        return span[0] <= version < span[1]
 
     def __repr__(self) -> str:
         return "<Fix {} {}>".format(self.id, self.upstream)

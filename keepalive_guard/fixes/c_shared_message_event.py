@@ -20,8 +20,7 @@ the protocol's ``message_event`` at the new cycle's event reroutes them all.
 import asyncio
 from typing import Tuple
 
-from packaging.version import Version
-
+from ..implementations import Release
 from .base import PROTOCOL, AssignHook, Fix
 
 
@@ -41,7 +40,7 @@ def _own_event_per_cycle(protocol: object, cycle: object) -> None:
     cycle.on_response = on_response_complete
 
 
-def _hooks(impl: str, version: Version) -> Tuple:
+def _hooks(impl: str, version: Release) -> Tuple:
     return (AssignHook(PROTOCOL, "cycle", _own_event_per_cycle),)
 
 
@@ -64,7 +63,7 @@ _CYCLE = (
 )
 
 
-def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
     return _INSPECTS[impl] + _CYCLE
 
 
@@ -72,8 +71,7 @@ FIX = Fix(
     id="C",
     summary="one message_event shared by every request on a connection",
     upstream="encode/uvicorn#748, PR #848",
-    first_fixed={"h11": "0.12.3", "httptools": "0.12.3"},
-    broken={"h11": ">=0.2.21,<0.12.3", "httptools": ">=0.2.21,<0.12.3"},
+    broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
     hooks=_hooks,
     inspects=_inspects,
 )

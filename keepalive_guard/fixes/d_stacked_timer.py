@@ -11,8 +11,7 @@ The fix, as upstream: cancel any pending timer before arming a new one.
 
 from typing import Callable, Tuple
 
-from packaging.version import Version
-
+from ..implementations import Release
 from .base import PROTOCOL, Fix, MethodHook
 from .timers import cancel_keepalive
 
@@ -25,14 +24,14 @@ def _cancel_before(original: Callable) -> Callable:
     return on_response_complete
 
 
-def _hooks(impl: str, version: Version) -> Tuple:
+def _hooks(impl: str, version: Release) -> Tuple:
     return (MethodHook(PROTOCOL, "on_response_complete", _cancel_before),)
 
 
 _PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 
 
-def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
     return (_PROTOCOL[impl] + ".on_response_complete",)
 
 
@@ -40,8 +39,7 @@ FIX = Fix(
     id="D",
     summary="a second keep-alive timer armed without cancelling the first",
     upstream="encode/uvicorn#824, PR #832",
-    first_fixed={"h11": "0.12.3", "httptools": "0.12.3"},
-    broken={"h11": ">=0.2.21,<0.12.3", "httptools": ">=0.2.21,<0.12.3"},
+    broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
     hooks=_hooks,
     inspects=_inspects,
 )

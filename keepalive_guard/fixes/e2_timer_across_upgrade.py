@@ -13,15 +13,14 @@ before anything else can happen to the connection.
 
 from typing import Callable, Tuple
 
-from packaging.version import Version
-
+from ..implementations import Release, release
 from .base import PROTOCOL, Fix, MethodHook
 from .timers import cancel_keepalive
 
-_RENAMED = Version("0.19.0")
+_RENAMED = release("0.19.0")
 
 
-def upgrade_method(version: Version) -> str:
+def upgrade_method(version: Release) -> str:
     """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since."""
     return "handle_upgrade" if version < _RENAMED else "handle_websocket_upgrade"
 
@@ -34,11 +33,11 @@ def _cancel_before(original: Callable) -> Callable:
     return upgrade
 
 
-def _hooks(impl: str, version: Version) -> Tuple:
+def _hooks(impl: str, version: Release) -> Tuple:
     return (MethodHook(PROTOCOL, upgrade_method(version), _cancel_before),)
 
 
-def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
     return (
         "H11Protocol.on_response_complete",
         "H11Protocol.handle_events",
@@ -50,8 +49,7 @@ FIX = Fix(
     id="E2",
     summary="h11 keep-alive timer left armed across a WebSocket upgrade",
     upstream="encode/uvicorn PR #3107",
-    first_fixed={"h11": "0.53.0", "httptools": None},
-    broken={"h11": ">=0.2.21,<0.53.0", "httptools": None},
+    broken={"h11": ("0.2.21", "0.53.0"), "httptools": None},
     hooks=_hooks,
     inspects=_inspects,
     not_applicable={"httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"},

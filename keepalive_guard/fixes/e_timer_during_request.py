@@ -18,8 +18,7 @@ found a queued request to start.
 
 from typing import Callable, Tuple
 
-from packaging.version import Version
-
+from ..implementations import Release
 from .base import PROTOCOL, AssignHook, Fix, MethodHook
 from .timers import cancel_keepalive
 
@@ -39,7 +38,7 @@ def _no_timer_while_pipelined(original: Callable) -> Callable:
     return on_response_complete
 
 
-def _hooks(impl: str, version: Version) -> Tuple:
+def _hooks(impl: str, version: Release) -> Tuple:
     if impl == "h11":
         return (AssignHook(PROTOCOL, "cycle", _cancel_on_new_request),)
     return (MethodHook(PROTOCOL, "on_response_complete", _no_timer_while_pipelined),)
@@ -54,7 +53,7 @@ _INSPECTS = {
 }
 
 
-def _inspects(impl: str, version: Version) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
     return _INSPECTS[impl]
 
 
@@ -62,8 +61,7 @@ FIX = Fix(
     id="E",
     summary="keep-alive timer left armed while the next request is processed",
     upstream="encode/uvicorn#1637, PR #2243",
-    first_fixed={"h11": "0.27.1", "httptools": "0.27.1"},
-    broken={"h11": ">=0.2.21,<0.27.1", "httptools": ">=0.2.21,<0.27.1"},
+    broken={"h11": ("0.2.21", "0.27.1"), "httptools": ("0.2.21", "0.27.1")},
     hooks=_hooks,
     inspects=_inspects,
 )
