@@ -145,27 +145,30 @@ def _on_import(module: object) -> None:
 
 
 def _reconfigure(selection: Tuple[str, ...], strict: bool) -> None:
-    """Revert what is applied and apply ``selection``; on failure, keep the old state."""
-    previous = (_state.installed, _state.selection, _state.strict)
+    """Replace what is applied by ``selection``; on any failure, change nothing.
+
+    Decisions are made first (``decide`` sees through our own patches), so a
+    strict refusal or a foreign patch stops everything before any attribute
+    moves; the previous patches are restored object for object if applying
+    the new ones fails.
+    """
+    plans = []
+    for impl in IMPLEMENTATIONS:
+        module = impl.loaded_module()
+        if module is not None:
+            plans.append((impl, decide.plan(impl, module, selection)))
+    if strict:
+        _raise_if_unrecognised([plan for _, plan in plans])
+    previous = dict(_state.applied)
     _revert_everything()
     try:
-        plans = []
-        for impl in IMPLEMENTATIONS:
-            module = impl.loaded_module()
-            if module is not None:
-                plans.append((impl, decide.plan(impl, module, selection)))
-        if strict:
-            _raise_if_unrecognised([plan for _, plan in plans])
         for impl, plan in plans:
             _apply(impl, plan)
     except BaseException:
         _revert_everything()
-        if previous[0]:
-            _state.installed, _state.selection, _state.strict = previous
-            for impl in IMPLEMENTATIONS:
-                module = impl.loaded_module()
-                if module is not None:
-                    _apply(impl, decide.plan(impl, module, previous[1]))
+        for name, applied in previous.items():
+            patcher.apply_all(applied.patches)
+            _state.applied[name] = applied
         raise
     _state.installed, _state.selection, _state.strict = True, selection, strict
 
