@@ -65,7 +65,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify.runner import format_result, verify
 
     fixes = ",".join(parse_fixes(args.fixes)) or "none"
-    result = verify(fixes)
+    result = verify(fixes, loop=args.loop)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="fix selection, e.g. 'all,-E2' (default: $KEEPALIVE_GUARD_FIXES or all)",
         )
         cmd.set_defaults(func=func)
+    sub.choices["verify"].add_argument(
+        "--loop",
+        default="asyncio",
+        choices=("asyncio", "uvloop"),
+        help="event loop (default asyncio)",
+    )
     run = sub.add_parser(
         "run",
         help="run a command (and its children) with the guard on: run -- uvicorn app:app",

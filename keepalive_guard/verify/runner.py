@@ -35,10 +35,12 @@ def _implementations():
     return found
 
 
-def _measure(scenario, http, guard, ws):
+def _measure(scenario, http, guard, ws, loop):
     """Connections (of RUNS) that showed the bug, or an error string."""
     try:
-        with Server(http=http, guard=guard, timeout_keep_alive=TIMEOUT, ws=ws or "none") as server:
+        with Server(
+            http=http, guard=guard, timeout_keep_alive=TIMEOUT, ws=ws or "none", loop=loop
+        ) as server:
             return scenario.count(server)
     except Exception as exc:  # a scenario that cannot run is a failed check, with why
         return "error: {}".format(exc).splitlines()[0]
@@ -85,7 +87,7 @@ def plan_rows(fixes: str) -> List[Dict[str, object]]:
     return rows
 
 
-def verify(fixes: str = "all") -> Dict[str, object]:
+def verify(fixes: str = "all", loop: str = "asyncio") -> Dict[str, object]:
     """Run every applicable scenario unguarded and guarded; the result as data."""
     rows = plan_rows(fixes)
     jobs = []
@@ -96,7 +98,7 @@ def verify(fixes: str = "all") -> Dict[str, object]:
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         results = pool.map(
             lambda job: _measure(
-                job[0]["_scenario"], job[0]["implementation"], job[1], job[0]["_ws"]
+                job[0]["_scenario"], job[0]["implementation"], job[1], job[0]["_ws"], loop
             ),
             jobs,
         )
@@ -112,6 +114,7 @@ def verify(fixes: str = "all") -> Dict[str, object]:
         "uvicorn": distribution_version("uvicorn"),
         "python": "{}.{}.{}".format(*sys.version_info[:3]),
         "fixes": fixes,
+        "loop": loop,
         "ok": all(row["fixed"] for row in applicable),
         "rows": rows,
     }
@@ -119,8 +122,8 @@ def verify(fixes: str = "all") -> Dict[str, object]:
 
 def format_result(result: Dict[str, object]) -> str:
     lines = [
-        "keepalive-guard verify: uvicorn {} on Python {}".format(
-            result["uvicorn"], result["python"]
+        "keepalive-guard verify: uvicorn {} on Python {}, {} loop".format(
+            result["uvicorn"], result["python"], result["loop"]
         )
     ]
     header = ("bug", "impl", "scenario", "upstream", "without guard", "with guard")

@@ -19,6 +19,7 @@ def main():
     parser.add_argument("--ws", default="none")
     parser.add_argument("--guard", default="none", help="'none', 'env', or a fix selection")
     parser.add_argument("--timeout-keep-alive", type=float, default=1.0)
+    parser.add_argument("--loop", default="asyncio", help="asyncio or uvloop")
     args = parser.parse_args()
 
     logging.basicConfig(
@@ -41,7 +42,7 @@ def main():
         app,
         http=http,
         ws=args.ws,
-        loop="asyncio",
+        loop=args.loop,
         lifespan="off",
         timeout_keep_alive=args.timeout_keep_alive,
         log_level="info",

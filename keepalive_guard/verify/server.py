@@ -21,7 +21,9 @@ START_TIMEOUT = 30.0
 class Server(object):
     """A uvicorn server of the installed release, in its own process."""
 
-    def __init__(self, http="h11", guard="none", timeout_keep_alive=1.0, ws="none", env=None):
+    def __init__(
+        self, http="h11", guard="none", timeout_keep_alive=1.0, ws="none", env=None, loop="asyncio"
+    ):
         self.args = [
             sys.executable,
             "-m",
@@ -34,6 +36,8 @@ class Server(object):
             ws,
             "--timeout-keep-alive",
             str(timeout_keep_alive),
+            "--loop",
+            loop,
         ]
         self.env = dict(os.environ)
         self.env.pop("KEEPALIVE_GUARD", None)
