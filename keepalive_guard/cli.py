@@ -13,8 +13,10 @@ import os
 import sys
 from typing import List, Optional
 
+from .config import parse_fixes
 from .errors import KeepaliveGuardError
 from .guard import install, status
+from .report import APPLIED, DISABLED, FIXED_UPSTREAM
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -22,7 +24,12 @@ EXIT_USAGE = 2
 
 
 def _report(args: argparse.Namespace):
-    install(fixes=args.fixes, strict=False)
+    """Install as the environment says, then report; a strict refusal is a problem to report."""
+    fixes = parse_fixes(args.fixes)  # a misspelt name raises here: usage error
+    try:
+        install(fixes=fixes)
+    except KeepaliveGuardError as exc:
+        print("keepalive-guard: {}".format(exc), file=sys.stderr)
     return status(import_modules=True)
 
 
@@ -51,17 +58,20 @@ def _check(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     else:
-        applied = ", ".join("{} ({})".format(s.fix, s.implementation) for s in report.applied)
+        groups = []
+        for state in (APPLIED, FIXED_UPSTREAM, DISABLED):
+            found = ["{} ({})".format(s.fix, s.implementation) for s in report.by_state(state)]
+            if found:
+                groups.append("{} {}".format(state, ", ".join(found)))
         print(
             "keepalive-guard check: ok, uvicorn {}: {}".format(
-                report.versions["uvicorn"], "applied " + applied if applied else "nothing to fix"
+                report.versions["uvicorn"], "; ".join(groups)
             )
         )
     return EXIT_PROBLEM if problems else EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .config import parse_fixes
     from .verify.runner import format_result, verify
 
     fixes = ",".join(parse_fixes(args.fixes)) or "none"
@@ -88,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    from .config import ENABLE, FIXES, STRICT, parse_fixes
+    from .config import ENABLE, FIXES, STRICT
 
     env = dict(os.environ)
     env[ENABLE] = "1"

@@ -87,6 +87,8 @@ def plan(impl: Implementation, module: object, selection: Tuple[str, ...]) -> Pl
 def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, str]:
     if fix.id not in selection:
         return DISABLED, "not selected"
+    if fix.broken.get(impl.name) is None:  # structural: true of every release
+        return NOT_APPLICABLE, fix.not_applicable.get(impl.name, "bug not present")
     if version is None:
         return UNRECOGNISED, "uvicorn version {!r} cannot be parsed".format(version_text)
     if not release(OLDEST_KNOWN) <= version <= release(NEWEST_KNOWN):
@@ -96,10 +98,7 @@ def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, 
                 version_text, OLDEST_KNOWN, NEWEST_KNOWN
             ),
         )
-    broken = fix.is_broken(impl.name, version)
-    if broken is None:
-        return NOT_APPLICABLE, fix.not_applicable.get(impl.name, "bug not present")
-    if not broken:
+    if not fix.is_broken(impl.name, version):
         return FIXED_UPSTREAM, "fixed upstream in {}".format(fix.first_fixed[impl.name])
     why = _check_code(fix, impl, classes, version)
     if why:

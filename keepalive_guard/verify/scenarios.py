@@ -94,7 +94,9 @@ def e_second_response_lost(server):
 
 #: asyncio logs "Exception in callback H11Protocol.timeout_keep_alive_handler()",
 #: uvloop "Exception in callback <bound method H11Protocol.timeout_keep_alive_handler ...".
-TIMER_TRACEBACK = re.compile(r"Exception in callback [^\n]*?H11Protocol\.timeout_keep_alive_handler")
+TIMER_TRACEBACK = re.compile(
+    r"Exception in callback [^\n]*?H11Protocol\.timeout_keep_alive_handler"
+)
 
 
 def e2_websocket_behind_request(server):

@@ -1,0 +1,527 @@
+"""The public API, in process, against the installed uvicorn release.
+
+``conftest.has_bug`` / ``FIRST_FIXED`` (straight from BUGS.md) are the oracle
+for what each fix should be: "applied" where the release has the bug, "fixed
+upstream" where it does not, "not applicable" where the bug never existed for
+that implementation.  Every test leaves uvicorn's classes exactly as they were
+(checked by identity after each test).
+"""
+
+import logging
+import threading
+
+import h11
+import pytest
+import uvicorn
+from conftest import FIRST_FIXED, has_bug
+from uvicorn.protocols.http import h11_impl
+
+import keepalive_guard
+from keepalive_guard import KeepaliveGuardError, Report
+
+try:
+    from uvicorn.protocols.http import httptools_impl
+except ImportError:  # httptools not installed: the guard reports it not applicable
+    httptools_impl = None
+
+FIXES = ("C", "D", "E", "E2")
+IMPLS = ("h11", "httptools")
+STATES = ("applied", "fixed upstream", "not applicable", "unrecognised", "disabled", "pending")
+
+CLASSES = [h11_impl.H11Protocol, h11_impl.RequestResponseCycle]
+if httptools_impl is not None:
+    CLASSES += [httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle]
+LOADED_IMPLS = ("h11", "httptools") if httptools_impl is not None else ("h11",)
+
+
+def snapshot():
+    return [(cls, dict(cls.__dict__)) for cls in CLASSES]
+
+
+def differences(snap):
+    """Every attribute that is not exactly (by identity) what ``snap`` holds."""
+    out = []
+    for cls, before in snap:
+        now = dict(cls.__dict__)
+        for name in sorted(set(before) | set(now)):
+            if name not in now:
+                out.append("{}.{} removed".format(cls.__name__, name))
+            elif name not in before:
+                out.append("{}.{} added ({!r})".format(cls.__name__, name, now[name]))
+            elif now[name] is not before[name]:
+                out.append("{}.{} replaced ({!r})".format(cls.__name__, name, now[name]))
+    return out
+
+
+def changed(snap):
+    """(class, name) of every attribute that differs from ``snap``."""
+    out = []
+    for cls, before in snap:
+        now = dict(cls.__dict__)
+        for name in sorted(set(before) | set(now)):
+            if before.get(name, snap) is not now.get(name, snap):
+                out.append((cls, name))
+    return out
+
+
+PRISTINE = snapshot()
+
+
+def expected(fix, impl, selection=FIXES):
+    """What the guard must report for ``fix`` on ``impl`` once installed."""
+    if fix not in selection:
+        return "disabled"
+    if impl not in LOADED_IMPLS or FIRST_FIXED[fix][impl] is None:
+        return "not applicable"
+    return "applied" if has_bug(fix, impl) else "fixed upstream"
+
+
+def states(report):
+    return {(s.fix, s.implementation): s.state for s in report.fixes}
+
+
+def expected_states(selection=FIXES):
+    return {(fix, impl): expected(fix, impl, selection) for fix in FIXES for impl in IMPLS}
+
+
+ANY_APPLIED = any(expected(fix, impl) == "applied" for fix in FIXES for impl in LOADED_IMPLS)
+
+
+@pytest.fixture
+def guard():
+    keepalive_guard.uninstall()
+    assert differences(PRISTINE) == [], "a previous test left uvicorn patched"
+    yield keepalive_guard
+    keepalive_guard.uninstall()
+    assert differences(PRISTINE) == []
+
+
+def test_catalogue_and_error_type():
+    assert tuple(keepalive_guard.FIX_IDS) == FIXES
+    assert issubclass(KeepaliveGuardError, ValueError)
+    # The oracle's premise: ``cycle`` is an instance attribute in uvicorn.
+    for cls, before in PRISTINE:
+        assert "cycle" not in before, cls
+
+
+# --- install / status -------------------------------------------------------
+
+
+def test_install_returns_report(guard):
+    report = guard.install()
+    assert isinstance(report, Report)
+    assert report.installed is True and report.strict is False
+    assert report.selected == list(FIXES)
+    assert states(report) == expected_states()
+    assert len(report.fixes) == len(FIXES) * len(IMPLS)
+    for s in report.fixes:
+        assert s.state in STATES
+        assert s.reason and s.upstream
+        if s.state == "fixed upstream":
+            assert FIRST_FIXED[s.fix][s.implementation] in s.reason
+    assert states(guard.status()) == expected_states()
+    assert states(guard.status(import_modules=False)) == expected_states()
+    as_dict = report.as_dict()
+    assert as_dict["installed"] is True and len(as_dict["fixes"]) == len(FIXES) * len(IMPLS)
+    text = report.format()
+    for fix in FIXES:
+        assert "\n{} ".format(fix) in text
+
+
+def test_versions_reported(guard):
+    try:
+        import httptools
+    except ImportError:
+        httptools = None
+    wanted = {
+        "uvicorn": uvicorn.__version__,
+        "h11": h11.__version__,
+        "httptools": getattr(httptools, "__version__", None),
+    }
+    assert guard.install().versions == wanted
+    assert guard.status().versions == wanted
+    assert guard.uninstall().versions == wanted
+
+
+def test_status_when_not_installed(guard):
+    for report in (guard.status(), guard.status(import_modules=False)):
+        assert report.installed is False
+        for (fix, impl), state in states(report).items():
+            want = expected(fix, impl)
+            if want == "applied":
+                assert state == "pending", (fix, impl)
+                assert "not installed" in report.get(fix, impl).reason
+            else:
+                assert state == want, (fix, impl)
+    if ANY_APPLIED:
+        assert guard.status().problems
+    guard.install()
+    report = guard.uninstall()
+    assert report.installed is False
+    assert "applied" not in states(report).values()
+
+
+def test_install_patches_only_where_a_bug_is_fixed(guard):
+    guard.install()
+    patched = changed(PRISTINE)
+    if ANY_APPLIED:
+        assert patched, "fixes reported applied but no class attribute changed"
+    else:
+        assert patched == [], "release has every fix upstream, yet classes changed"
+    for cls, name in patched:
+        impl = "h11" if cls.__module__.endswith("h11_impl") else "httptools"
+        assert any(expected(fix, impl) == "applied" for fix in FIXES), (cls, name)
+
+
+# --- uninstall ---------------------------------------------------------------
+
+
+def test_uninstall_restores_every_original_exactly(guard):
+    guard.install()
+    guard.uninstall()
+    assert differences(PRISTINE) == []
+    for cls, _ in PRISTINE:
+        assert "cycle" not in cls.__dict__
+
+
+def test_install_uninstall_cycles(guard):
+    first = None
+    for _ in range(3):
+        guard.install()
+        now = sorted((cls.__name__, name) for cls, name in changed(PRISTINE))
+        assert first is None or now == first
+        first = now
+        guard.uninstall()
+        assert differences(PRISTINE) == []
+
+
+def test_install_twice_is_idempotent(guard):
+    guard.install()
+    once = snapshot()
+    for again in (None, "all", "e2, d, C, e", ["C", "D", "E", "E2"]):
+        report = guard.install(fixes=again)
+        assert differences(once) == [], again
+        assert states(report) == expected_states()
+
+
+def test_uninstall_twice(guard):
+    guard.uninstall()
+    guard.install()
+    assert guard.uninstall().installed is False
+    assert guard.uninstall().installed is False
+    assert differences(PRISTINE) == []
+
+
+# --- fix selection -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fixes, selected",
+    [
+        ("C,D", ("C", "D")),
+        ("-E2", ("C", "D", "E")),
+        (["E"], ("E",)),
+        ("e2 c", ("C", "E2")),
+        ("ALL,-c,-D", ("E", "E2")),
+        (("d",), ("D",)),
+    ],
+)
+def test_fix_selection(guard, fixes, selected):
+    report = guard.install(fixes=fixes)
+    assert report.selected == list(selected)
+    assert states(report) == expected_states(selected)
+    assert states(guard.status()) == expected_states(selected)
+    # Unselected fixes patch nothing the full set would not.
+    partial = set(changed(PRISTINE))
+    guard.uninstall()
+    guard.install()
+    assert partial <= set(changed(PRISTINE))
+
+
+def test_env_selection(guard, monkeypatch):
+    monkeypatch.setenv("KEEPALIVE_GUARD_FIXES", "d,E")
+    assert guard.install().selected == ["D", "E"]
+    assert states(guard.status()) == expected_states(("D", "E"))
+    # an explicit argument wins over the environment
+    assert guard.install(fixes="C").selected == ["C"]
+    guard.uninstall()
+    monkeypatch.setenv("KEEPALIVE_GUARD_FIXES", " ")
+    assert guard.install().selected == list(FIXES)
+
+
+@pytest.mark.parametrize("bad", ["C,X", ["E", "E3"], "-F", "C;D"])
+def test_misspelt_fix_raises_and_changes_nothing(guard, bad):
+    guard.install(fixes="C,D")
+    before, report_before = snapshot(), guard.status()
+    with pytest.raises(KeepaliveGuardError) as info:
+        guard.install(fixes=bad)
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    for name in FIXES:
+        assert name in message
+    assert differences(before) == []
+    report = guard.status()
+    assert report.installed and report.selected == ["C", "D"]
+    assert states(report) == states(report_before)
+    # and from the uninstalled state
+    guard.uninstall()
+    with pytest.raises(KeepaliveGuardError):
+        guard.install(fixes=bad)
+    assert differences(PRISTINE) == [] and guard.status().installed is False
+
+
+def test_misspelt_env_selection(guard, monkeypatch):
+    monkeypatch.setenv("KEEPALIVE_GUARD_FIXES", "C,Dee")
+    with pytest.raises(KeepaliveGuardError) as info:
+        guard.install()
+    assert "KEEPALIVE_GUARD_FIXES" in str(info.value) and "Dee" in str(info.value)
+    assert differences(PRISTINE) == [] and guard.status().installed is False
+    assert guard.install(fixes="all").selected == list(FIXES)  # explicit wins
+
+
+def test_reinstall_with_other_selection(guard):
+    guard.install(fixes="C,D")
+    report = guard.install(fixes="E,E2")
+    assert report.selected == ["E", "E2"]
+    assert states(report) == expected_states(("E", "E2"))
+    assert states(guard.status()) == expected_states(("E", "E2"))
+    only_e = set(changed(PRISTINE))
+    guard.uninstall()
+    guard.install(fixes="E,E2")
+    assert set(changed(PRISTINE)) == only_e, "re-install left other fixes' patches behind"
+    guard.install(fixes="all")
+    full = set(changed(PRISTINE))
+    guard.uninstall()
+    guard.install()
+    assert set(changed(PRISTINE)) == full
+    guard.install(fixes="C,D")
+    guard.uninstall()
+    assert differences(PRISTINE) == []
+
+
+# --- unrecognised code ------------------------------------------------------
+
+
+def _foreign_on_response_complete(self):  # a "distro patch" of uvicorn
+    pass
+
+
+def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="keepalive_guard")
+    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", _foreign_on_response_complete)
+    modified = snapshot()
+    report = guard.install()
+    got = states(report)
+    assert h11_impl.H11Protocol.__dict__["on_response_complete"] is _foreign_on_response_complete
+    warnings = [
+        r for r in caplog.records if r.name == "keepalive_guard" and r.levelno == logging.WARNING
+    ]
+    timer_fixes = [fix for fix in ("D", "E", "E2") if has_bug(fix, "h11")]
+    for fix in FIXES:
+        for impl in IMPLS:
+            if impl == "h11" and fix in timer_fixes:
+                assert got[fix, impl] == "unrecognised", (fix, impl)
+                reason = report.get(fix, impl).reason
+                assert "H11Protocol.on_response_complete" in reason
+                assert any(
+                    fix in r.getMessage() and "on_response_complete" in r.getMessage()
+                    for r in warnings
+                ), fix
+            else:
+                assert got[fix, impl] == expected(fix, impl), (fix, impl)
+    if not timer_fixes:
+        # every timer fix is upstream in this release: nothing to recognise, no warning
+        for fix in ("D", "E", "E2"):
+            assert got[fix, "h11"] == "fixed upstream"
+        assert warnings == []
+    assert len(warnings) == len(timer_fixes)
+    assert {s.fix for s in report.problems if s.implementation == "h11"} == set(timer_fixes)
+    guard.uninstall()
+    assert differences(modified) == []
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_unrecognised_method_strict(guard, monkeypatch, how):
+    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", _foreign_on_response_complete)
+    modified = snapshot()
+    kwargs = {"strict": True} if how == "argument" else {}
+    if how == "environment":
+        monkeypatch.setenv("KEEPALIVE_GUARD_STRICT", "1")
+    if any(has_bug(fix, "h11") for fix in ("D", "E", "E2")):
+        with pytest.raises(KeepaliveGuardError) as info:
+            guard.install(**kwargs)
+        assert "H11Protocol.on_response_complete" in str(info.value)
+        assert differences(modified) == [], "strict mode must patch nothing"
+        assert guard.status().installed is False
+    else:
+        report = guard.install(**kwargs)
+        assert report.strict is True
+        for fix in ("D", "E", "E2"):
+            assert report.get(fix, "h11").state == "fixed upstream"
+
+
+def _foreign_httptools_on_response_complete(self):
+    pass
+
+
+def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
+    """A strict re-install that fails leaves the previous install in force."""
+    if httptools_impl is None:
+        pytest.skip("needs httptools")
+    # C (httptools) and E2 (h11) do not depend on HttpToolsProtocol.on_response_complete.
+    guard.install(fixes="C,E2")
+    before = sorted((c.__name__, n) for c, n in changed(PRISTINE))
+    before_states = states(guard.status())
+    monkeypatch.setattr(
+        httptools_impl.HttpToolsProtocol,
+        "on_response_complete",
+        _foreign_httptools_on_response_complete,
+    )
+    if any(has_bug(fix, "httptools") for fix in ("D", "E")):
+        with pytest.raises(KeepaliveGuardError) as info:
+            guard.install(strict=True)
+        assert "HttpToolsProtocol.on_response_complete" in str(info.value)
+        report = guard.status()
+        assert report.installed and report.selected == ["C", "E2"] and not report.strict
+        assert states(report) == before_states
+        foreign = (httptools_impl.HttpToolsProtocol, "on_response_complete")
+        now = sorted((c.__name__, n) for c, n in changed(PRISTINE) if (c, n) != foreign)
+        assert now == before
+    else:
+        report = guard.install(strict=True)
+        assert report.strict and states(report) == expected_states()
+    guard.uninstall()
+
+
+def _foreign_handle_events(self):
+    pass
+
+
+_H11_EVENT_FIXES = [fix for fix in ("C", "E", "E2") if has_bug(fix, "h11")]
+
+
+def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
+    """A method our fixes inspect is patched by others: strict re-install fails, changes nothing."""
+    guard.install()
+    ours, report_before = snapshot(), states(guard.status())
+    monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", _foreign_handle_events)
+    if not _H11_EVENT_FIXES:
+        assert guard.install(strict=True).strict is True
+        return
+    with pytest.raises(KeepaliveGuardError):
+        guard.install(strict=True)
+    assert changed(ours) == [(h11_impl.H11Protocol, "handle_events")], "patches were changed"
+    assert states(guard.status()) == report_before
+
+
+@pytest.mark.parametrize("version", ["0.99.0", "0.10.0", "not-a-version"])
+def test_unknown_uvicorn_version(guard, monkeypatch, caplog, version):
+    caplog.set_level(logging.INFO, logger="keepalive_guard")
+    monkeypatch.setattr(uvicorn, "__version__", version)
+    report = guard.install()
+    assert report.versions["uvicorn"] == version
+    for s in report.fixes:
+        if (s.fix, s.implementation) == ("E2", "httptools"):
+            # h11-only on every release: structural, whatever the version says.
+            assert s.state == "not applicable", s
+            continue
+        assert s.state == "unrecognised", s
+        assert version in s.reason
+    assert differences(PRISTINE) == []
+    assert any(r.levelno == logging.WARNING for r in caplog.records if r.name == "keepalive_guard")
+    guard.uninstall()
+    with pytest.raises(KeepaliveGuardError) as info:
+        guard.install(strict=True)
+    assert version in str(info.value)
+    assert differences(PRISTINE) == [] and guard.status().installed is False
+
+
+# --- someone else patched after us ------------------------------------------
+
+
+def test_uninstall_refuses_after_foreign_replacement(guard):
+    guard.install()
+    patched = changed(PRISTINE)
+    if not patched:
+        assert not ANY_APPLIED
+        assert "applied" not in states(guard.status()).values()
+        return
+    ours = snapshot()
+    cls, name = patched[0]
+    mine = cls.__dict__[name]
+
+    def theirs(*args, **kwargs):
+        pass
+
+    setattr(cls, name, theirs)
+    try:
+        with pytest.raises(KeepaliveGuardError) as info:
+            guard.uninstall()
+        assert "{}.{}".format(cls.__name__, name) in str(info.value)
+        assert [(c, n) for c, n in changed(ours)] == [(cls, name)], "something was reverted"
+        assert guard.status().installed is True
+    finally:
+        setattr(cls, name, mine)
+    assert guard.uninstall().installed is False
+    assert differences(PRISTINE) == []
+
+
+# --- logging and output -----------------------------------------------------
+
+
+def test_one_info_record_per_module_and_no_output(guard, caplog, capfd):
+    caplog.set_level(logging.DEBUG, logger="keepalive_guard")
+    guard.install()
+    infos = [r for r in caplog.records if r.name == "keepalive_guard" and r.levelno == logging.INFO]
+    assert len(infos) == len(LOADED_IMPLS), [r.getMessage() for r in infos]
+    for impl in LOADED_IMPLS:
+        mine = [r for r in infos if "({})".format(impl) in r.getMessage()]
+        assert len(mine) == 1, [r.getMessage() for r in infos]
+        assert uvicorn.__version__ in mine[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    caplog.clear()
+    guard.install()
+    guard.status()
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+    guard.uninstall()
+    guard.uninstall()
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+# --- threads ------------------------------------------------------------------
+
+
+def test_concurrent_install_uninstall(guard):
+    selections = [None, "C,D", "-E2", "E"]
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def worker(index):
+        try:
+            barrier.wait(timeout=10)
+            for round_ in range(15):
+                if (index + round_) % 2:
+                    guard.install(fixes=selections[(index + round_) % len(selections)])
+                else:
+                    guard.uninstall()
+                guard.status(import_modules=False)
+        except BaseException as exc:  # noqa: B902 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "install/uninstall deadlocked"
+    assert errors == []
+    # The end state is one consistent install (or none): reinstalling everything
+    # and uninstalling gives back the exact originals.
+    report = guard.status()
+    if report.installed:
+        assert states(report) == expected_states(tuple(report.selected))
+    guard.install()
+    assert states(guard.status()) == expected_states()
+    guard.uninstall()
+    assert differences(PRISTINE) == []
