@@ -49,8 +49,14 @@ class Server(object):
 
     def __enter__(self):
         self._log = tempfile.TemporaryFile(mode="w+b")
+        # cwd: "python -m" puts the working directory first on sys.path; a
+        # neutral one makes the server import the installed keepalive_guard.
         self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=self._log, env=self.env
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=self.env,
+            cwd=tempfile.gettempdir(),
         )
         try:
             port, guard = self._read_ready().split(" ", 1)
