@@ -15,6 +15,7 @@ from typing import List, Optional
 
 from .config import parse_fixes
 from .errors import KeepaliveGuardError
+from .fixes import CATALOGUE
 from .guard import install, status
 from .report import APPLIED, DISABLED, FIXED_UPSTREAM
 
@@ -39,6 +40,9 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
         print(report.format())
+        print("fixes:")
+        for fix in CATALOGUE.values():
+            print("  {:<3} {} ({})".format(fix.id, fix.summary, fix.upstream))
     return EXIT_OK
 
 
