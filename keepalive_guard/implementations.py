@@ -70,10 +70,12 @@ IMPLEMENTATIONS = (
 
 
 def distribution_version(module_name: str) -> Optional[str]:
-    """``module.__version__`` of an importable module, else None.
+    """The version of an importable module, or None if it cannot be imported.
 
-    uvicorn, h11 and httptools all carry ``__version__``, which avoids a slow
-    scan of installed distributions at start-up.
+    ``__version__`` first (uvicorn, h11 and httptools carry it, and it avoids
+    a slow scan of installed distributions), then the distribution metadata
+    where importlib.metadata exists (3.8+), else ``"unknown"``: httptools
+    0.0.13, which uvicorn 0.11 pins on Python 3.6, has no ``__version__``.
     """
     module = sys.modules.get(module_name)
     if module is None:
@@ -82,7 +84,14 @@ def distribution_version(module_name: str) -> Optional[str]:
         except ImportError:
             return None
     version = getattr(module, "__version__", None)
-    return str(version) if version is not None else None
+    if version is not None:
+        return str(version)
+    try:
+        from importlib.metadata import version as metadata_version  # Python 3.8+
+
+        return metadata_version(module_name)
+    except Exception:  # no importlib.metadata (3.6, 3.7) or no metadata found
+        return "unknown"
 
 
 def parse_version(text: Optional[str]) -> Optional[Release]:

@@ -1,0 +1,1114 @@
+"""The compatibility matrix: keepalive-guard on every uvicorn release 0.11.0 to 0.54.0.
+
+Issue #3.  For every release in ``keepalive_guard._fingerprints.RELEASES``
+(0.11.0 to 0.54.0 with the .post releases, without the yanked 0.17.0), on the
+oldest and the newest CPython the release supports here
+(``interpreters.supported_pythons``), this builds (or reuses) the release's
+environment with ``envs.build_env`` and runs, inside it:
+
+* ``python -m keepalive_guard status --json``: each fix's decision per
+  implementation, cross-checked against FIRST_FIXED below (an independent
+  copy of BUGS.md's ranges);
+* ``python -m keepalive_guard verify --json``: each applicable bug reproduced
+  without the guard and checked with it (asyncio loop);
+* the same with ``--loop uvloop`` where uvloop installs and starts (uvloop is
+  put in a separate ``--target`` directory on PYTHONPATH, never into the
+  shared environment; releases that already bring uvloop use their own).
+
+A cell is
+
+* ``green``: decisions as expected, every applicable bug reproduced without
+  the guard and fixed with it on every loop that ran;
+* ``flagged``: green, except that an applicable bug did not reproduce without
+  the guard (the check lost its teeth) on the retry too;
+* ``failed``: the environment cannot be built, a decision is unrecognised or
+  differs from FIRST_FIXED, verify's applicable set differs from the expected
+  one, a scenario errors, or the guard did not fix an applicable bug (after
+  the retry);
+* ``skipped``: no interpreter for that Python here (never a pass).
+
+A verify run that shows any problem is repeated (``--retries``, default 1);
+if the repeat is clean the cell keeps its state and is marked flaky, with both
+attempts recorded.
+
+    python3 compat/matrix.py                          # the full matrix
+    python3 compat/matrix.py --release 0.13.4         # one release (both cells)
+    python3 compat/matrix.py --python 3.6             # every cell on 3.6
+    python3 compat/matrix.py --cells 0.13.4@3.6,0.54.0@3.13
+    python3 compat/matrix.py --force --jobs 3         # ignore reusable results
+    python3 compat/matrix.py --report                 # only rewrite RESULTS.md
+
+Results: compat/results.json (every cell, machine-readable) and
+compat/RESULTS.md (the table).  A cell whose inputs (release, interpreter
+version, wheel sha256, environment recipe, MATRIX_VERSION) are unchanged is
+reused from results.json unless ``--force``; failed and skipped cells are
+always run again.  Exits 1 if any cell of the matrix is failed.
+
+Tooling (Python 3.9+, standard library only, plus uv which envs.py installs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / ".work"
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "RESULTS.md"
+sys.path.insert(0, str(HERE))
+
+import envs  # noqa: E402
+import interpreters  # noqa: E402
+
+#: Bump when the procedure of a cell (what is run, how it is judged) changes:
+#: it is part of every cell's key, so results from an older procedure are redone.
+MATRIX_VERSION = "2"
+
+FIXES = ("C", "D", "E", "E2")
+IMPLS = ("h11", "httptools")
+
+#: First release with the upstream fix, per bug and implementation (BUGS.md,
+#: "The five seed bugs": every release from 0.2.21 up to the one before is
+#: broken).  None: the bug does not exist on that implementation (E2 is h11's;
+#: the httptools upgrade race R2 has no upstream fix and no backport).
+#: Deliberately not taken from the package: this is the independent check.
+FIRST_FIXED = {
+    "C": {"h11": "0.12.3", "httptools": "0.12.3"},
+    "D": {"h11": "0.12.3", "httptools": "0.12.3"},
+    "E": {"h11": "0.27.1", "httptools": "0.27.1"},
+    "E2": {"h11": "0.53.0", "httptools": None},
+}
+
+APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE = "applied", "fixed upstream", "not applicable"
+
+#: uvicorn <= 0.13.4 does not start with uvloop >= 0.22 (UVICORN-HISTORY.md).
+UVLOOP_CAP_UPTO = (0, 13, 4)
+UVLOOP_CAP = "<0.22"
+
+# Timeouts (seconds) of every subprocess this file starts.
+T_STATUS = 120
+T_VERIFY = 360  # verify takes ~20 s; generous for a loaded machine
+T_UVLOOP_INSTALL = 600
+T_PROBE = 120
+T_GIT = 30
+
+GREEN, FLAGGED, FAILED, SKIPPED = "green", "flagged", "failed", "skipped"
+
+_print_lock = threading.Lock()
+_save_lock = threading.Lock()
+
+
+# --------------------------------------------------------------------------
+# releases and the independent expectation
+
+
+def releases() -> list:
+    """RELEASES from keepalive_guard/_fingerprints.py, read without importing the package."""
+    tree = ast.parse((ROOT / "keepalive_guard" / "_fingerprints.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "RELEASES" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise SystemExit("RELEASES not found in keepalive_guard/_fingerprints.py")
+
+
+def version_key(text: str) -> tuple:
+    """PEP 440 order of uvicorn's releases: 0.27.0 < 0.27.0.post1 < 0.27.1."""
+    base, _, post = text.partition(".post")
+    parts = [int(p) for p in base.split(".")]
+    return tuple((parts + [0, 0, 0])[:3]) + (int(post) if post else -1,)
+
+
+def expected_state(fix: str, impl: str, release: str) -> str:
+    first = FIRST_FIXED[fix][impl]
+    if first is None:
+        return NOT_APPLICABLE
+    return APPLIED if version_key(release) < version_key(first) else FIXED_UPSTREAM
+
+
+def expected_decisions(release: str) -> dict:
+    return {impl: {fix: expected_state(fix, impl, release) for fix in FIXES} for impl in IMPLS}
+
+
+def matrix_cells(release_list) -> list:
+    """[(release, minor, roles)] for the oldest and newest supported Python of each release."""
+    cells = []
+    for release in release_list:
+        supported = interpreters.supported_pythons(release)
+        oldest, newest = supported[0], supported[-1]
+        if oldest == newest:
+            cells.append((release, oldest, ["oldest", "newest"]))
+        else:
+            cells.append((release, oldest, ["oldest"]))
+            cells.append((release, newest, ["newest"]))
+    return cells
+
+
+# --------------------------------------------------------------------------
+# subprocesses
+
+
+def run(cmd, timeout, env=None, cwd=None) -> dict:
+    """Run *cmd* in its own process group (killed whole on timeout); stdout and stderr apart."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=str(cwd) if cwd else None,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+    return {
+        "rc": -9 if timed_out else proc.returncode,
+        "timed_out": timed_out,
+        "stdout": out.decode("utf-8", "replace"),
+        "stderr": err.decode("utf-8", "replace")
+        + ("\n[timed out after %ss]" % timeout if timed_out else ""),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def tail(text: str, lines: int = 6) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def clean_env(extra_pythonpath=None) -> dict:
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith("KEEPALIVE_GUARD") or name in (
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "VIRTUAL_ENV",
+            "PYTHONSTARTUP",
+            "PYTHONASYNCIODEBUG",
+        ):
+            del env[name]
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if extra_pythonpath:
+        env["PYTHONPATH"] = str(extra_pythonpath)
+    return env
+
+
+def parse_json(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        start = text.find("{")
+        return json.loads(text[start:]) if start >= 0 else None
+
+
+# --------------------------------------------------------------------------
+# one cell
+
+
+def cell_key(release, pyinfo, wheel_sha) -> tuple:
+    """(key, inputs): what a cell's result depends on."""
+    inputs = {
+        "release": release,
+        "python": pyinfo["version"],
+        "interpreter": os.path.realpath(pyinfo["executable"]),
+        "wheel_sha256": wheel_sha,
+        "env_recipe": {
+            "recipe_version": envs.RECIPE_VERSION,
+            "recipes": list(envs.RECIPES),
+            "extras": list(envs.EXTRA_PACKAGES),
+        },
+        "matrix_version": MATRIX_VERSION,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest(), inputs
+
+
+def check_decisions(status: dict, release: str) -> tuple:
+    """(decisions {impl: {fix: {state, reason}}}, problems [str])."""
+    decisions = {impl: {} for impl in IMPLS}
+    for item in status.get("fixes", []):
+        decisions.setdefault(item["implementation"], {})[item["fix"]] = {
+            "state": item["state"],
+            "reason": item["reason"],
+        }
+    problems = []
+    expected = expected_decisions(release)
+    for impl in IMPLS:
+        for fix in FIXES:
+            got = decisions.get(impl, {}).get(fix)
+            want = expected[impl][fix]
+            if got is None:
+                problems.append("%s/%s: no decision reported" % (fix, impl))
+            elif got["state"] == "unrecognised":
+                problems.append("%s/%s: unrecognised (%s)" % (fix, impl, got["reason"]))
+            elif got["state"] != want:
+                problems.append(
+                    "%s/%s: decision %r, BUGS.md expects %r (%s)"
+                    % (fix, impl, got["state"], want, got["reason"])
+                )
+    installed = status.get("versions", {})
+    if installed.get("uvicorn") != release:
+        problems.append("status reports uvicorn %s, not %s" % (installed.get("uvicorn"), release))
+    return decisions, problems
+
+
+def judge_verify(result: dict, release: str) -> dict:
+    """Condense one verify run: rows, totals, and its problems (fail) and flags."""
+    fails, flags, rows = [], [], []
+    timing = False  # a problem in a scenario's outcome (worth a retry), not in the plan
+    expected = {
+        (fix, impl)
+        for impl in IMPLS
+        for fix in FIXES
+        if expected_state(fix, impl, release) == APPLIED
+    }
+    seen = set()
+    total = {"runs": 0, "reproduced": 0, "fixed": 0, "scenarios": 0}
+    for row in result.get("rows", []):
+        if not row.get("applies"):
+            continue
+        pair = (row["bug"], row["implementation"])
+        seen.add(pair)
+        without, with_ = row.get("without"), row.get("with")
+        runs = row.get("runs", 0)
+        label = "%s/%s %s" % (row["bug"], row["implementation"], row["scenario"])
+        condensed = {
+            "bug": row["bug"],
+            "implementation": row["implementation"],
+            "scenario": row["scenario"],
+            "runs": runs,
+            "without": without,
+            "with": with_,
+            "reproduced": without if isinstance(without, int) else None,
+            "fixed": runs - with_ if isinstance(with_, int) else None,
+        }
+        rows.append(condensed)
+        total["scenarios"] += 1
+        total["runs"] += runs
+        if isinstance(without, int):
+            total["reproduced"] += without
+            if without == 0:
+                timing = True
+                flags.append("%s: did not reproduce without the guard (0/%d)" % (label, runs))
+        else:
+            timing = True
+            fails.append("%s: without the guard: %s" % (label, without))
+        if isinstance(with_, int):
+            total["fixed"] += runs - with_
+            if with_ != 0:
+                timing = True
+                fails.append(
+                    "%s: NOT FIXED with the guard (%d/%d connections still broken)"
+                    % (label, with_, runs)
+                )
+        else:
+            timing = True
+            fails.append("%s: with the guard: %s" % (label, with_))
+    missing = {}  # why -> pairs BUGS.md says are broken that verify did not run
+    for pair in sorted(expected - seen):
+        whys = {
+            row.get("why") or "no such row"
+            for row in result.get("rows", [])
+            if (row["bug"], row["implementation"]) == pair
+        } or {"no scenario for it"}
+        missing.setdefault("; ".join(sorted(whys)), []).append("%s/%s" % pair)
+    for why, pairs in sorted(missing.items()):
+        fails.append("verify did not run %s (BUGS.md: broken here): %s" % (", ".join(pairs), why))
+    if seen - expected:
+        fails.append(
+            "verify ran %s, which BUGS.md says are not broken here"
+            % ", ".join("%s/%s" % p for p in sorted(seen - expected))
+        )
+    if result.get("uvicorn") != release:
+        fails.append("verify reports uvicorn %s, not %s" % (result.get("uvicorn"), release))
+    return {"rows": rows, "totals": total, "fails": fails, "flags": flags, "timing": timing}
+
+
+def run_verify(py: Path, cwd: Path, release: str, loop: str, pythonpath=None) -> dict:
+    cmd = [py, "-m", "keepalive_guard", "verify", "--json"]
+    if loop != "asyncio":
+        cmd += ["--loop", loop]
+    res = run(cmd, timeout=T_VERIFY, env=clean_env(pythonpath), cwd=cwd)
+    attempt = {"rc": res["rc"], "seconds": res["seconds"]}
+    data = parse_json(res["stdout"]) if res["stdout"].strip() else None
+    if data is None:
+        attempt.update(
+            rows=[],
+            totals={},
+            timing=True,
+            fails=[
+                "verify --loop %s produced no JSON (rc=%s): %s"
+                % (loop, res["rc"], tail(res["stderr"] or res["stdout"], 4))
+            ],
+            flags=[],
+        )
+        return attempt
+    attempt.update(judge_verify(data, release))
+    attempt["ok"] = data.get("ok")
+    if res["rc"] != 0 and not attempt["fails"]:
+        attempt["fails"].append("verify exited %s: %s" % (res["rc"], tail(res["stderr"], 3)))
+        attempt["timing"] = True
+    if res["stderr"].strip() and (attempt["fails"] or attempt["flags"]):
+        attempt["stderr_tail"] = tail(res["stderr"], 10)
+    return attempt
+
+
+def verify_with_retries(py, cwd, release, loop, retries, pythonpath=None) -> dict:
+    """Run verify; repeat while a scenario's outcome shows a problem, up to *retries* times.
+
+    Problems of the plan (verify runs other bugs than BUGS.md says, reports
+    another release) are deterministic: not retried."""
+    attempts = [run_verify(py, cwd, release, loop, pythonpath)]
+    while attempts[-1]["timing"] and len(attempts) <= retries:
+        attempts.append(run_verify(py, cwd, release, loop, pythonpath))
+    final = attempts[-1]
+    return {
+        "loop": loop,
+        "attempts": attempts,
+        "final": {k: final[k] for k in ("totals", "fails", "flags")},  # rows: in attempts
+        "flaky": len(attempts) > 1 and not final["fails"] and not final["flags"],
+    }
+
+
+# -- uvloop ------------------------------------------------------------------
+
+_UVLOOP_VERSION = (
+    "import uvloop, json\n"
+    "try:\n"
+    "    from importlib import metadata as md; v = md.version('uvloop')\n"
+    "except Exception:\n"
+    "    v = getattr(uvloop, '__version__', '?')\n"
+    "print(json.dumps({'version': v, 'file': uvloop.__file__}))\n"
+)
+
+# Starts a real server of the installed release with --loop uvloop on each
+# implementation and does one GET: "uvloop starts" means exactly this.
+_UVLOOP_PROBE = r"""
+import json
+from keepalive_guard.verify.server import Server
+from keepalive_guard.verify.client import get
+out = {}
+for http in ("h11", "httptools"):
+    try:
+        with Server(http=http, loop="uvloop") as server:
+            with server.client() as client:
+                client.send(get("/"))
+                response = client.read_response(timeout=10)
+            log = server.log()
+        if response is None or response.status != 200:
+            errors = [x.strip() for x in log.splitlines() if "Error" in x or "Exception" in x]
+            out[http] = (
+                "connection closed without a response" if client.closed else "no response in 10 s"
+            ) + ("; log: " + errors[-1][:200] if errors else " (nothing logged)")
+        else:
+            out[http] = "ok"
+    except Exception as exc:
+        out[http] = ("%s: %s" % (type(exc).__name__, exc)).strip().splitlines()[-1][:300]
+print(json.dumps(out))
+"""
+
+
+def uvicorn_uvloop_spec(env_dir: Path, release: str) -> str:
+    """uvloop as uvicorn[standard] asks for it (its METADATA), capped for <= 0.13.4."""
+    specs = []
+    for meta in env_dir.glob("lib/python*/site-packages/uvicorn-*.dist-info/METADATA"):
+        for line in meta.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("Requires-Dist:"):
+                req = line.split(":", 1)[1].split(";", 1)[0].strip()
+                if envs._req_name(req) == "uvloop":
+                    spec = envs._normalize_spec(req)[len("uvloop") :].strip()
+                    if spec and spec not in specs:
+                        specs.append(spec)
+    if interpreters.parse_release(release) <= UVLOOP_CAP_UPTO:
+        specs.append(UVLOOP_CAP)
+    return "uvloop" + ",".join(specs)
+
+
+def uvloop_overlay(py: Path, pyversion: str, spec: str) -> tuple:
+    """(directory, error): uvloop *spec* installed with ``uv pip install --target`` for *py*.
+
+    Shared by every cell with the same interpreter version and spec; never
+    touches the cell's environment."""
+    name = "py%s-%s" % (pyversion, hashlib.sha256(spec.encode()).hexdigest()[:10])
+    target = WORK / "uvloop" / name
+    done = target / ".matrix-done"
+    with envs._FileLock(WORK / "uvloop" / ".locks" / (name + ".lock"), timeout=T_UVLOOP_INSTALL):
+        if done.is_file():
+            return target, None
+        failed = target.with_name(name + ".failed")
+        if failed.is_file():
+            return None, failed.read_text()
+        tmp = target.with_name(name + ".tmp")
+        if tmp.exists():
+            subprocess.run(["rm", "-rf", str(tmp)], timeout=120)
+        res = run(
+            envs.ensure_uv()
+            + ["pip", "install", "--quiet", "--target", str(tmp), "--python", str(py), spec],
+            timeout=T_UVLOOP_INSTALL,
+            env=envs._uv_env(),
+        )
+        if res["rc"] != 0:
+            why = "`uv pip install %s` failed: %s" % (
+                spec,
+                tail(res["stderr"] + res["stdout"], 3).replace("\n", " "),
+            )
+            if not res["timed_out"]:
+                failed.write_text(why)  # remembered: same interpreter, same spec, same answer
+            return None, why
+        (tmp / ".matrix-done").write_text(spec + "\n")
+        if target.exists():
+            subprocess.run(["rm", "-rf", str(target)], timeout=120)
+        os.replace(tmp, target)
+        return target, None
+
+
+def _probe_uvloop(py: Path, env_dir: Path, pythonpath) -> tuple:
+    """(version, problem): uvloop's version and why a server does not serve with it ('' = ok)."""
+    own = run([py, "-c", _UVLOOP_VERSION], timeout=T_PROBE, env=clean_env(pythonpath), cwd=env_dir)
+    if own["rc"] != 0:
+        return None, "uvloop does not import: " + tail(own["stderr"], 1)
+    version = parse_json(own["stdout"])["version"]
+    probe = run([py, "-c", _UVLOOP_PROBE], timeout=T_PROBE, env=clean_env(pythonpath), cwd=env_dir)
+    started = parse_json(probe["stdout"]) if probe["rc"] == 0 and probe["stdout"].strip() else None
+    if not started:
+        return version, "start-up probe failed: " + tail(probe["stderr"], 2).replace("\n", " ")
+    bad = sorted((http, why) for http, why in started.items() if why != "ok")
+    if bad:
+        if len(bad) == 2 and bad[0][1] == bad[1][1]:
+            return version, "uvloop %s: h11 and httptools: %s" % (version, bad[0][1])
+        return version, "uvloop %s: %s" % (version, "; ".join("%s: %s" % kv for kv in bad))
+    return version, ""
+
+
+def uvloop_for(info: dict, release: str) -> dict:
+    """Where uvloop comes from for this cell, and whether a server serves with it.
+
+    The environment's own uvloop if it has one (uvicorn <= 0.11.x requires it);
+    else what uvicorn[standard] asks for, in an overlay directory; if that one
+    does not serve and is not capped, the same capped to uvloop<0.22 (uvloop
+    0.22 broke the start-up of some old releases beyond the documented <= 0.13.4)."""
+    py, env_dir = Path(info["python"]), Path(info["env_dir"])
+    state = {"available": False, "source": None, "spec": None, "version": None, "path": None}
+    tried = []
+    version, problem = _probe_uvloop(py, env_dir, None)
+    if version is not None:
+        state.update(source="environment (installed with uvicorn)", version=version)
+        tried.append(problem)
+    else:
+        spec = uvicorn_uvloop_spec(env_dir, release)
+        specs = [spec] if UVLOOP_CAP in spec else [spec, spec + "," + UVLOOP_CAP]
+        for spec in specs:
+            target, error = uvloop_overlay(py, info["python_version"], spec)
+            if target is None:
+                tried.append(error)
+                continue
+            version, problem = _probe_uvloop(py, env_dir, target)
+            tried.append(problem)
+            state.update(
+                spec=spec,
+                version=version,
+                path=str(target),
+                source="overlay %s (uv pip install --target)" % target.relative_to(HERE),
+            )
+            if not problem:
+                break
+    if tried[-1]:
+        state["reason"] = "; ".join(tried)
+        return state
+    if len(tried) > 1:
+        state["fallback"] = "%s; so uvloop%s" % (tried[0], UVLOOP_CAP)
+    state["available"] = True
+    return state
+
+
+def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
+    name = "%s@%s" % (release, minor)
+    started = time.monotonic()
+    cell = {
+        "cell": name,
+        "release": release,
+        "python_minor": minor,
+        "roles": roles,
+        "state": None,
+        "reasons": [],
+        "flags": [],
+        "flaky": [],
+        "retried": [],
+        "notes": [],
+        "finished": None,
+    }
+    if minor not in found:
+        cell.update(
+            state=SKIPPED,
+            reasons=["no Python %s interpreter found here (%s)" % (minor, interpreters.ENV_VAR)],
+            finished=now(),
+        )
+        return cell
+    pyinfo = interpreters.interpreter_info(found[minor])
+    cell["key"], cell["inputs"] = cell_key(release, pyinfo, wheel_sha)
+    cell["expected"] = expected_decisions(release)
+    try:
+        info = envs.build_env(release, found[minor], wheel)
+    except Exception as exc:  # noqa: BLE001 - any build failure fails the cell
+        cell.update(
+            state=FAILED,
+            reasons=["environment cannot be built: %s" % tail(str(exc), 8)],
+            seconds=round(time.monotonic() - started, 1),
+            finished=now(),
+        )
+        return cell
+    cell["env"] = {
+        k: info.get(k)
+        for k in (
+            "python_version",
+            "interpreter",
+            "recipe",
+            "venv_creator",
+            "notes",
+            "versions",
+            "checks",
+            "build_seconds",
+            "reused",
+            "env_dir",
+        )
+    }
+    py, env_dir = Path(info["python"]), Path(info["env_dir"])
+    if info.get("wheel_sha256") != wheel_sha:
+        cell["reasons"].append("environment has wheel %s" % info.get("wheel_sha256"))
+    if info.get("versions", {}).get("uvicorn") != release:
+        cell["reasons"].append(
+            "environment has uvicorn %s, not %s"
+            % (info.get("versions", {}).get("uvicorn"), release)
+        )
+
+    status = run([py, "-m", "keepalive_guard", "status", "--json"], T_STATUS, clean_env(), env_dir)
+    data = parse_json(status["stdout"]) if status["rc"] == 0 and status["stdout"].strip() else None
+    if data is None:
+        cell["reasons"].append(
+            "status --json failed (rc=%s): %s" % (status["rc"], tail(status["stderr"], 4))
+        )
+        cell["decisions"] = {}
+    else:
+        cell["decisions"], problems = check_decisions(data, release)
+        cell["status_versions"] = data.get("versions")
+        cell["reasons"].extend(problems)
+        for impl in IMPLS:  # an observation, not a verdict: verify's rows decide
+            have = info.get("versions", {}).get(impl)
+            if have and not (data.get("versions") or {}).get(impl):
+                cell["notes"].append(
+                    "status reports no %s version although %s %s is installed and imports"
+                    % (impl, impl, have)
+                )
+
+    cell["verify"] = {}
+    for loop in ("asyncio", "uvloop"):
+        pythonpath = None
+        if loop == "uvloop":
+            cell["uvloop"] = uv = uvloop_for(info, release)
+            if not uv["available"]:
+                continue
+            pythonpath = uv["path"]
+        outcome = verify_with_retries(py, env_dir, release, loop, retries, pythonpath)
+        cell["verify"][loop] = outcome
+        for key, items in (("reasons", "fails"), ("flags", "flags")):
+            for item in outcome["final"][items]:
+                for k, text in enumerate(cell[key]):  # same problem on both loops: one line
+                    if text == "asyncio: " + item:
+                        cell[key][k] = "asyncio+uvloop: " + item
+                        break
+                else:
+                    cell[key].append("%s: %s" % (loop, item))
+        if len(outcome["attempts"]) > 1:
+            first = outcome["attempts"][0]
+            history = "%s: attempt 1: %s; %s" % (
+                loop,
+                "; ".join(first["fails"] + first["flags"]),
+                "; ".join(
+                    "attempt %d: %s" % (n + 2, "; ".join(a["fails"] + a["flags"]) or "clean")
+                    for n, a in enumerate(outcome["attempts"][1:])
+                ),
+            )
+            cell["flaky" if outcome["flaky"] else "retried"].append(history)
+    cell["state"] = FAILED if cell["reasons"] else FLAGGED if cell["flags"] else GREEN
+    cell["seconds"] = round(time.monotonic() - started, 1)
+    cell["finished"] = now()
+    return cell
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------
+# results: json and markdown
+
+
+def load_results() -> dict:
+    if RESULTS_JSON.is_file():
+        try:
+            data = json.loads(RESULTS_JSON.read_text())
+            if isinstance(data, dict) and isinstance(data.get("cells"), dict):
+                return data
+        except ValueError:
+            pass
+    return {"cells": {}, "runs": []}
+
+
+def save_json(data: dict) -> None:
+    with _save_lock:
+        tmp = RESULTS_JSON.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, RESULTS_JSON)
+
+
+def decisions_text(decisions: dict) -> str:
+    """'h11: C D E E2 applied · httptools: C D E applied' (the rest fixed upstream / n/a)."""
+    parts = []
+    for impl in IMPLS:
+        by_state = {}
+        for fix in FIXES:
+            state = decisions.get(impl, {}).get(fix, {}).get("state", "missing")
+            by_state.setdefault(state, []).append(fix)
+        applied = by_state.pop(APPLIED, [])
+        text = "%s applied" % " ".join(applied) if applied else "nothing to fix"
+        odd = {s: f for s, f in by_state.items() if s not in (FIXED_UPSTREAM, NOT_APPLICABLE)}
+        for state, fixes in sorted(odd.items()):
+            text += "; %s %s" % (" ".join(fixes), state.upper())
+        parts.append("%s: %s" % (impl, text))
+    return " · ".join(parts)
+
+
+def counts_text(outcome: dict) -> str:
+    t = outcome["final"]["totals"]
+    if not t or not t.get("scenarios"):
+        return "nothing to reproduce"
+    return "%d/%d → %d/%d" % (t["reproduced"], t["runs"], t["fixed"], t["runs"])
+
+
+STATE_MARK = {GREEN: "✅", FLAGGED: "⚠️", FAILED: "❌", SKIPPED: "⏭️"}
+
+
+def cell_text(cell: dict) -> str:
+    if cell is None:
+        return "not run"
+    py = cell.get("env", {}).get("python_version") or cell["python_minor"]
+    text = "%s %s %s" % (STATE_MARK.get(cell["state"], "?"), py, cell["state"])
+    if cell.get("flaky"):
+        text += " (flaky)"
+    if cell["state"] == SKIPPED:
+        return text
+    bits = []
+    for loop in ("asyncio", "uvloop"):
+        if loop in cell.get("verify", {}):
+            bits.append("%s %s" % (loop, counts_text(cell["verify"][loop])))
+    if bits:
+        text += "<br>" + "<br>".join(bits)
+    return text
+
+
+def versions_text(cells: list) -> str:
+    seen = []
+    for cell in cells:
+        v = (cell or {}).get("env", {}).get("versions", {})
+        if not v:
+            continue
+        item = "h11 %s / httptools %s" % (v.get("h11", "—"), v.get("httptools", "—"))
+        recipe = cell["env"].get("recipe")
+        item += " (%s, %s)" % (cell["python_minor"], recipe)
+        seen.append(item)
+    return "<br>".join(seen) or "—"
+
+
+def uvloop_text(cell: dict) -> str:
+    if cell is None or cell["state"] == SKIPPED or "uvloop" not in cell:
+        return "—"
+    uv = cell["uvloop"]
+    if uv.get("available"):
+        text = "%s: uvloop %s" % (cell["python_minor"], uv["version"])
+        if uv.get("fallback"):
+            text += " (%s)" % md_escape(uv["fallback"])
+        return text
+    return "%s: not available (%s); asyncio loop used" % (
+        cell["python_minor"],
+        md_escape(uv.get("reason", "?")),
+    )
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def notes_text(cell: dict) -> list:
+    if cell is None:
+        return []
+    name = cell["python_minor"]
+    notes = []
+    if cell["state"] in (FAILED, SKIPPED):
+        notes += ["%s %s: %s" % (name, cell["state"].upper(), r) for r in cell["reasons"]]
+    if cell["state"] == FLAGGED:
+        notes += ["%s FLAGGED: %s" % (name, f) for f in cell["flags"]]
+    notes += ["%s flaky (passed on retry): %s" % (name, f) for f in cell.get("flaky", [])]
+    notes += ["%s same on retry: %s" % (name, f) for f in cell.get("retried", [])]
+    if cell["state"] != GREEN:
+        notes += ["%s note: %s" % (name, n) for n in cell.get("notes", [])]
+    return [md_escape(n) for n in notes]
+
+
+def write_markdown(data: dict, release_list: list) -> None:
+    cells = data["cells"]
+    wanted = matrix_cells(release_list)
+    totals = {GREEN: 0, FLAGGED: 0, FAILED: 0, SKIPPED: 0, "not run": 0}
+    flaky = 0
+    for release, minor, _ in wanted:
+        cell = cells.get("%s@%s" % (release, minor))
+        totals[cell["state"] if cell else "not run"] += 1
+        flaky += bool(cell and cell.get("flaky"))
+    full = next((r for r in reversed(data.get("runs", [])) if r.get("full")), None)
+    last = data["runs"][-1] if data.get("runs") else {}
+    lines = [
+        "# keepalive-guard on every uvicorn release (0.11.0 to 0.54.0)",
+        "",
+        "Generated by `compat/matrix.py` (issue #3); do not edit by hand.",
+        "",
+    ]
+    for label, r in (("Full run", full), ("Last update", last)):
+        if r and not (label == "Last update" and r is full):
+            lines.append(
+                "- %s: `%s`, %s, %s cells run (%s reused), %s min wall, on %s%s"
+                % (
+                    label,
+                    r["command"],
+                    r["started"],
+                    r["ran"],
+                    r["reused"],
+                    r["wall_minutes"],
+                    r["machine"],
+                    "; load average at the end %s (other test suites ran alongside)"
+                    % r["loadavg_end"]
+                    if r.get("loadavg_end")
+                    else "",
+                )
+            )
+    lines += [
+        "- keepalive-guard wheel sha256 `%s` (tree: %s)"
+        % (last.get("wheel_sha256", "?")[:16], last.get("tree", "?")),
+        "- %d cells (%d releases × the oldest and the newest CPython each supports): "
+        "**%d green, %d flagged, %d failed, %d skipped**%s%s"
+        % (
+            len(wanted),
+            len(release_list),
+            totals[GREEN],
+            totals[FLAGGED],
+            totals[FAILED],
+            totals[SKIPPED],
+            ", %d not run" % totals["not run"] if totals["not run"] else "",
+            "; %d flaky (a problem on the first attempt, clean on the retry)" % flaky
+            if flaky
+            else "",
+        ),
+        "- Rerun one release: `python3 compat/matrix.py --release 0.13.4` "
+        "(or `--cells 0.13.4@3.6`, `--python 3.6`; `--force` ignores reusable results).",
+        "",
+        "Each cell builds the release's environment (`compat/envs.py`), runs "
+        "`python -m keepalive_guard status --json` and `verify --json` (each applicable bug "
+        "on 127.0.0.1, 5 concurrent connections per scenario, without then with the guard), "
+        "and `verify --json --loop uvloop` where uvloop installs and starts. "
+        "**Decisions** are the guard's per implementation, checked against BUGS.md's "
+        "ranges (anything not listed is fixed upstream or not applicable). "
+        "**Counts** are `broken without the guard / connections → fixed with the guard / "
+        "connections`, summed over the cell's applicable scenarios.",
+        "",
+        "✅ green: decisions as BUGS.md says, every applicable bug reproduced and fixed. "
+        "⚠️ flagged: an applicable bug did not reproduce without the guard (the check lost "
+        "its teeth). ❌ failed: environment not built, decision unrecognised or unexpected, "
+        "or the guard did not fix a bug. ⏭️ skipped: no interpreter here.",
+        "",
+        "| uvicorn | oldest Python | newest Python | installed h11 / httptools | "
+        "decisions (applied fixes) | uvloop | notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by_release = {}
+    for release, minor, _ in wanted:
+        by_release.setdefault(release, []).append(cells.get("%s@%s" % (release, minor)))
+    for release in release_list:
+        pair = by_release[release]
+        oldest, newest = pair[0], pair[-1]
+        decision_texts = []
+        for cell in pair:
+            if cell and cell.get("decisions"):
+                text = decisions_text(cell["decisions"])
+                if text not in decision_texts:
+                    decision_texts.append(text)
+        if not decision_texts:
+            decisions = "—"
+        elif len(decision_texts) == 1:
+            decisions = decision_texts[0]
+        else:
+            decisions = "<br>".join(
+                "%s: %s" % (c["python_minor"], decisions_text(c["decisions"]))
+                for c in pair
+                if c and c.get("decisions")
+            )
+        notes = []
+        for cell in pair:
+            notes += notes_text(cell)
+        lines.append(
+            "| %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                release,
+                cell_text(oldest),
+                cell_text(newest) if len(pair) > 1 else "(same)",
+                versions_text(pair),
+                decisions,
+                "<br>".join(uvloop_text(c) for c in pair if c) or "—",
+                "<br>".join(notes) or "",
+            )
+        )
+    lines.append("")
+    RESULTS_MD.write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def git_tree() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=T_GIT,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "keepalive_guard", "pyproject.toml"],
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=T_GIT,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return "%s%s" % (head or "?", " + uncommitted package changes" if dirty else "")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--release", action="append", default=[], help="release(s), repeatable")
+    parser.add_argument("--python", action="append", default=[], help="3.X, repeatable")
+    parser.add_argument("--cells", default=None, help="RELEASE@PYTHON,... (matrix cells)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel cells")
+    parser.add_argument("--retries", type=int, default=1, help="repeats of a verify with problems")
+    parser.add_argument("--force", action="store_true", help="rerun cells even if unchanged")
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite RESULTS.md from results.json"
+    )
+    return parser.parse_args(argv)
+
+
+def select(args, release_list) -> list:
+    all_cells = matrix_cells(release_list)
+    chosen = all_cells
+    split = lambda values: [v for item in values for v in item.replace(",", " ").split()]  # noqa: E731
+    if args.release:
+        wanted = split(args.release)
+        unknown = [r for r in wanted if r not in release_list]
+        if unknown:
+            raise SystemExit("unknown release(s) %s; known: %s ..." % (unknown, release_list[:3]))
+        chosen = [c for c in chosen if c[0] in wanted]
+    if args.python:
+        wanted = split(args.python)
+        chosen = [c for c in chosen if c[1] in wanted]
+    if args.cells:
+        index = {"%s@%s" % (r, m): (r, m, roles) for r, m, roles in all_cells}
+        picked = []
+        for name in split([args.cells]):
+            if name not in index:
+                raise SystemExit(
+                    "%s is not a matrix cell (RELEASE@PYTHON, PYTHON the oldest or newest the "
+                    "release supports: %s)"
+                    % (
+                        name,
+                        ", ".join(
+                            "%s@%s" % (r, m) for r, m, _ in all_cells if name.startswith(r + "@")
+                        )
+                        or "?",
+                    )
+                )
+            picked.append(index[name])
+        chosen = [c for c in chosen if c in picked]
+    if not chosen:
+        raise SystemExit("no cells selected")
+    return chosen
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    release_list = releases()
+    if args.report:
+        write_markdown(load_results(), release_list)
+        print("wrote %s" % RESULTS_MD.relative_to(ROOT))
+        return 0
+    chosen = select(args, release_list)
+    full = not (args.release or args.python or args.cells)
+    started_wall = time.monotonic()
+    started = now()
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python3", "compat/matrix.py"] + [shlex.quote(a) for a in given])
+
+    tree = git_tree()
+    built = envs.build_wheel(ROOT, WORK / "dist")
+    wheel_sha = envs.sha256_file(built)
+    # A private copy: compat/run.py and demo.py rebuild compat/.work/dist/ under the
+    # same file name, and every cell of this run must get this very wheel.
+    wheel = WORK / "matrix-wheels" / wheel_sha[:16] / built.name
+    if not wheel.is_file() or envs.sha256_file(wheel) != wheel_sha:
+        wheel.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(built, wheel)
+    found = interpreters.find_interpreters()
+    data = load_results()
+    data.pop("note", None)
+
+    todo, reused = [], []
+    for release, minor, roles in chosen:
+        name = "%s@%s" % (release, minor)
+        old = data["cells"].get(name)
+        if minor in found and old and not args.force and old["state"] in (GREEN, FLAGGED):
+            key, _ = cell_key(release, interpreters.interpreter_info(found[minor]), wheel_sha)
+            if old.get("key") == key:
+                old["roles"] = roles
+                reused.append(name)
+                continue
+        todo.append((release, minor, roles))
+    print(
+        "matrix: %d cells selected, %d reused from %s, %d to run with %d jobs; wheel %s"
+        % (len(chosen), len(reused), RESULTS_JSON.name, len(todo), args.jobs, wheel_sha[:12]),
+        flush=True,
+    )
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {
+            pool.submit(run_cell, r, m, roles, wheel, wheel_sha, found, args.retries): (r, m)
+            for r, m, roles in todo
+        }
+        for future in as_completed(futures):
+            release, minor = futures[future]
+            try:
+                cell = future.result()
+            except Exception as exc:  # noqa: BLE001 - a runner bug fails the cell, visibly
+                cell = {
+                    "cell": "%s@%s" % (release, minor),
+                    "release": release,
+                    "python_minor": minor,
+                    "roles": [],
+                    "state": FAILED,
+                    "reasons": ["matrix.py error: %s: %s" % (type(exc).__name__, exc)],
+                    "flags": [],
+                    "flaky": [],
+                    "finished": now(),
+                }
+            done += 1
+            with _save_lock:
+                data["cells"][cell["cell"]] = cell
+            save_json(data)
+            with _print_lock:
+                print(
+                    "[%3d/%d %5.0fs] %-20s %-8s %s%s"
+                    % (
+                        done,
+                        len(todo),
+                        time.monotonic() - started_wall,
+                        cell["cell"],
+                        cell["state"],
+                        "%ss" % cell.get("seconds", "-"),
+                        ("  " + " | ".join(cell["reasons"] + cell["flags"] + cell["flaky"]))[:400]
+                        if cell["reasons"] or cell["flags"] or cell["flaky"]
+                        else "",
+                    ),
+                    flush=True,
+                )
+
+    wall = time.monotonic() - started_wall
+    data.setdefault("runs", []).append(
+        {
+            "command": command,
+            "started": started,
+            "wall_minutes": round(wall / 60, 1),
+            "machine": "%s, %d cores (%s), jobs %d"
+            % (platform.node() or "?", os.cpu_count() or 0, platform.machine(), args.jobs),
+            "ran": len(todo),
+            "reused": len(reused),
+            "full": full,
+            "wheel_sha256": wheel_sha,
+            "tree": tree,
+            "interpreters": found,
+            "matrix_version": MATRIX_VERSION,
+            "loadavg_end": "%.1f / %.1f / %.1f (1/5/15 min)" % os.getloadavg(),
+        }
+    )
+    data["runs"] = data["runs"][-20:]
+    data["matrix_version"] = MATRIX_VERSION
+    data["first_fixed"] = FIRST_FIXED
+    save_json(data)
+    write_markdown(data, release_list)
+
+    selected = {"%s@%s" % (r, m) for r, m, _ in chosen}
+    states = {}
+    for name in selected:
+        states.setdefault(data["cells"][name]["state"], []).append(name)
+    flaky = sorted(n for n in selected if data["cells"][n].get("flaky"))
+    order = lambda names: sorted(names, key=lambda n: (version_key(n.split("@")[0]), n))  # noqa: E731
+    print(
+        "\nmatrix: %d cells in %.1f min: %d green, %d flagged, %d failed, %d skipped; %d flaky"
+        % (
+            len(selected),
+            wall / 60,
+            len(states.get(GREEN, [])),
+            len(states.get(FLAGGED, [])),
+            len(states.get(FAILED, [])),
+            len(states.get(SKIPPED, [])),
+            len(flaky),
+        )
+    )
+    for label, names in (
+        ("FAILED", states.get(FAILED, [])),
+        ("flagged", states.get(FLAGGED, [])),
+        ("skipped", states.get(SKIPPED, [])),
+        ("flaky", flaky),
+    ):
+        for name in order(names):
+            cell = data["cells"][name]
+            detail = cell["reasons"] or cell["flags"] or cell.get("flaky") or []
+            print("  %-8s %-20s %s" % (label, name, " | ".join(detail)[:600]))
+    print("results: %s, %s" % (RESULTS_JSON.relative_to(ROOT), RESULTS_MD.relative_to(ROOT)))
+    return 1 if states.get(FAILED) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
