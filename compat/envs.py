@@ -162,34 +162,49 @@ class EnvBuildError(RuntimeError):
 # subprocess helpers
 
 
-def _run(
-    cmd: Sequence[str], timeout: float, env: Optional[dict] = None, cwd: Optional[Path] = None
-) -> subprocess.CompletedProcess:
-    """Run *cmd* in its own process group, killing the whole group on timeout."""
+def run(cmd: Sequence, timeout: float, env: Optional[dict] = None, cwd=None) -> dict:
+    """Run *cmd* in its own process group, killing the whole group on timeout.
+
+    Returns {"rc", "timed_out", "stdout", "stderr", "seconds"} (rc -9 on a
+    timeout).  The compat tools all run their subprocesses through this.
+    """
+    started = time.monotonic()
     proc = subprocess.Popen(
         [str(c) for c in cmd],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         env=env,
         cwd=str(cwd) if cwd else None,
         start_new_session=True,
     )
+    timed_out = False
     try:
-        out, _ = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        timed_out = True
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        out, _ = proc.communicate()
-        text = out.decode("utf-8", "replace") if out else ""
-        return subprocess.CompletedProcess(
-            proc.args, -9, text + "\n[timed out after %ss]" % timeout
-        )
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, out.decode("utf-8", "replace") if out else ""
-    )
+        out, err = proc.communicate()
+    return {
+        "rc": -9 if timed_out else proc.returncode,
+        "timed_out": timed_out,
+        "stdout": out.decode("utf-8", "replace"),
+        "stderr": err.decode("utf-8", "replace")
+        + ("\n[timed out after %ss]" % timeout if timed_out else ""),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _run(
+    cmd: Sequence[str], timeout: float, env: Optional[dict] = None, cwd: Optional[Path] = None
+) -> subprocess.CompletedProcess:
+    """``run`` with stderr and stdout together (stdout last: callers parse its
+    last line), as a CompletedProcess."""
+    res = run(cmd, timeout, env=env, cwd=cwd)
+    return subprocess.CompletedProcess(cmd, res["rc"], res["stderr"] + res["stdout"])
 
 
 def _tail(text: str, lines: int = 12) -> str:

@@ -58,7 +58,6 @@ import os
 import platform
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -165,36 +164,7 @@ def matrix_cells(release_list) -> list:
 # subprocesses
 
 
-def run(cmd, timeout, env=None, cwd=None) -> dict:
-    """Run *cmd* in its own process group (killed whole on timeout); stdout and stderr apart."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(c) for c in cmd],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=str(cwd) if cwd else None,
-        start_new_session=True,
-    )
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = proc.communicate()
-    return {
-        "rc": -9 if timed_out else proc.returncode,
-        "timed_out": timed_out,
-        "stdout": out.decode("utf-8", "replace"),
-        "stderr": err.decode("utf-8", "replace")
-        + ("\n[timed out after %ss]" % timeout if timed_out else ""),
-        "seconds": round(time.monotonic() - started, 1),
-    }
+run = envs.run  # every subprocess here: bounded, its process group killed on timeout
 
 
 def tail(text: str, lines: int = 6) -> str:
