@@ -9,8 +9,6 @@ UNRECOGNISED = "unrecognised"
 DISABLED = "disabled"
 PENDING = "pending"
 
-STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
-
 
 class FixStatus(object):
     """The decision for one fix on one implementation."""
