@@ -9,6 +9,8 @@ UNRECOGNISED = "unrecognised"
 DISABLED = "disabled"
 PENDING = "pending"
 
+STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
+
 
 class FixStatus(object):
     """The decision for one fix on one implementation."""
