@@ -1,0 +1,1556 @@
+#!/usr/bin/env python3
+"""keepalive-guard benchmarks: the guard's cost on a real uvicorn server (issue #5).
+
+One command, from the repository root::
+
+    python3 tests/bench/run.py            # full run (about 1.5 hours on 2 cores)
+    python3 tests/bench/run.py --quick    # smoke run, under 3 minutes once the
+                                          # environments exist (first build ~1 min)
+    python3 tests/bench/run.py --render   # rewrite RESULTS.md from results.json
+
+It builds what it needs, runs every section and writes ``tests/bench/RESULTS.md``
+and ``tests/bench/results.json`` (``--quick`` writes ``RESULTS-quick.md`` /
+``results-quick.json`` unless ``--out`` says otherwise).
+
+Environments: the project wheel is built with ``compat/envs.py build_wheel``
+into ``tests/bench/.work/dist``; one environment per uvicorn release with
+``compat/envs.py build_env(release, python, wheel)`` in a cache of its own
+(``$KEEPALIVE_GUARD_BENCH_CACHE``, default ``~/.cache/keepalive-guard/bench-envs``,
+so that the extras never touch the test environments), then
+``uv pip install fastapi uvloop`` into it (``uvloop<0.22`` for uvicorn <= 0.13.4,
+whose start-up breaks with newer uvloop).  Two more venvs, identical but for
+the wheel, for the start-up hook.  wrk is installed with apt-get if missing.
+
+Sections (``--only`` picks some):
+
+``throughput``  hello-world ASGI app and a small FastAPI app; per release x
+                h11/httptools x asyncio/uvloop: arms ``none`` (unguarded),
+                ``global`` (``keepalive_guard.install()`` before uvicorn starts)
+                and ``route`` (``Config(http=keepalive_guard.protocols.<Class>)``,
+                reported "not available" when that module does not import).
+                The arms' servers run side by side on CPU 0 (each idle while
+                another is measured); wrk on CPU 1 runs them in alternation,
+                pair after pair, in ABC / CBA order to cancel drift.  Loads:
+                keep-alive, 64 connections; 16-deep pipelining, 64 connections.
+``memory``      RSS (VmRSS) of fresh servers after 200k keep-alive requests.
+``retention``   1,000 connections reset by the client (SO_LINGER 0, close),
+                after the response and in the middle of a request; live
+                protocol and cycle objects counted inside the server
+                (``/_objects``: gc.collect + gc.get_objects by class name) right
+                after, and again after ``timeout_keep_alive`` + 2 s (BUGS.md R5).
+``activation``  ``import keepalive_guard.auto`` (+ install) with uvicorn
+                imported, in fresh processes (tests/bench/activation.py).
+``hook``        interpreter start-up, ``python -c pass``, with and without the
+                wheel (its keepalive_guard.pth) in two otherwise identical venvs.
+``micro``       per-call cost of the hooks on uvicorn's per-request path
+                (tests/bench/micro.py).
+``experiment``  hot-path alternatives to the guard's AssignmentHook
+                (tests/bench/alt_hooks.py), measured like ``throughput``.
+
+Only 127.0.0.1 is used.  Every server is started by this script and stopped by
+its PID (SIGTERM, then SIGKILL after 10 s); every wait and loop is bounded.
+"""
+
+import argparse
+import ast
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORK = HERE / ".work"
+LUA = HERE / "bench.lua"
+SERVER = HERE / "bench_server.py"
+sys.path.insert(0, str(ROOT / "compat"))
+
+import envs  # noqa: E402  (compat/envs.py)
+
+RELEASES = ("0.12.2", "0.27.0", "0.54.0")
+IMPLS = ("h11", "httptools")
+ARMS = ("none", "global", "route")
+EXPERIMENT_ARMS = ("none", "global", "alt-property", "alt-cycle-init")
+SECTIONS = ("throughput", "memory", "retention", "activation", "hook", "micro", "experiment")
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+
+FULL = {
+    "releases": RELEASES,
+    "impls": IMPLS,
+    "loops": ("asyncio", "uvloop"),
+    "apps": ("hello", "fastapi"),
+    "loads": ("keepalive", "pipeline16"),
+    "pairs": 7,
+    "duration": 3,
+    "warmup": 2,
+    "connections": 64,
+    "mem_requests": 200000,
+    "mem_pairs": 3,
+    "ret_connections": 1000,
+    "ret_keepalive": 5,
+    "act_runs": 40,
+    "hook_runs": 400,
+    "micro_rounds": 7,
+    "micro_number": 20000,
+    "micro_requests": 2000,
+    "exp_pairs": 5,
+    "exp_configs": (("0.12.2", "h11"), ("0.12.2", "httptools"), ("0.27.0", "h11")),
+    "quiet_wait": 10,  # max seconds to wait for the machine to calm down before a pair
+    "quiet_budget": 2400,  # max seconds of such waiting in the whole run
+}
+QUICK = dict(
+    FULL,
+    releases=("0.12.2",),
+    loops=("asyncio",),
+    apps=("hello",),
+    pairs=2,
+    duration=2,
+    warmup=1,
+    mem_requests=20000,
+    mem_pairs=1,
+    ret_connections=100,
+    ret_keepalive=2,
+    act_runs=6,
+    hook_runs=40,
+    micro_rounds=3,
+    micro_number=5000,
+    micro_requests=300,
+    exp_pairs=1,
+    exp_configs=(("0.12.2", "h11"),),
+    quiet_wait=2,
+    quiet_budget=20,
+)
+
+TARGETS = {
+    "throughput_ratio_min": 0.99,
+    "p99_ratio_max": 1.02,
+    "rss_ratio_max": 1.01,
+    "retained_max": 0,
+    "activation_ms_max": 5.0,
+    "hook_ms_max": 0.2,
+}
+
+LIVE = {}  # pid -> Server, for the final clean-up
+
+
+def log(*parts):
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print("[{}]".format(stamp), *parts, flush=True)
+
+
+def run(cmd, timeout, env=None, check=True, **kwargs):
+    """subprocess.run with a bound; returns CompletedProcess (text)."""
+    proc = subprocess.run(
+        [str(c) for c in cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env=env,
+        text=True,
+        **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            "{} failed (rc={}):\n{}".format(
+                " ".join(str(c) for c in cmd), proc.returncode, proc.stdout[-3000:]
+            )
+        )
+    return proc
+
+
+def clean_env():
+    """The environment for benchmark children: no guard switches, no venv leaks."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith("KEEPALIVE_GUARD") or name in ("PYTHONPATH", "VIRTUAL_ENV"):
+            del env[name]
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def pin(cpu):
+    return ["taskset", "-c", cpu] if TASKSET else []
+
+
+TASKSET = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+
+
+# ---------------------------------------------------------------------------
+# set-up
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    log("wrk missing: apt-get install -y wrk")
+    proc = run(["apt-get", "install", "-y", "wrk"], timeout=900, check=False)
+    if proc.returncode != 0:
+        run(["apt-get", "update"], timeout=900, check=False)
+        run(["apt-get", "install", "-y", "wrk"], timeout=900)
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk is still missing after apt-get install")
+
+
+def bench_cache():
+    override = os.environ.get("KEEPALIVE_GUARD_BENCH_CACHE")
+    if override:
+        return Path(override).expanduser()
+    return Path(os.path.expanduser("~/.cache/keepalive-guard/bench-envs"))
+
+
+def _le(release, bound):
+    return tuple(int(x) for x in release.split(".")[:3]) <= bound
+
+
+def build_environments(releases, python):
+    """Wheel, one environment per release (+ fastapi, uvloop), and their versions."""
+    log("building the wheel")
+    wheel = envs.build_wheel(ROOT, WORK / "dist")
+    for old in (WORK / "dist").glob("*.whl"):
+        if old != wheel:
+            old.unlink()
+    cache = bench_cache()
+    uv = envs.ensure_uv()
+    result = {"wheel": str(wheel), "wheel_sha256": envs.sha256_file(wheel), "envs": {}}
+    for release in releases:
+        info = envs.build_env(release, python, wheel, cache=cache)
+        py = info["python"]
+        marker = Path(info["env_dir"]) / "bench-extras.json"
+        if not marker.is_file():
+            log("uvicorn {}: uv pip install fastapi uvloop".format(release))
+            extras = ["fastapi", "uvloop"]
+            constraint = []
+            if _le(release, (0, 13, 4)):
+                cfile = Path(info["env_dir"]) / "bench-constraints.txt"
+                cfile.write_text("uvloop<0.22\n")
+                constraint = ["-c", str(cfile)]
+            run(uv + ["pip", "install", "--python", py] + constraint + extras, timeout=900)
+            marker.write_text(json.dumps({"extras": extras, "constraint": constraint}))
+        versions = json.loads(
+            run(
+                [
+                    py,
+                    "-c",
+                    "import json\nfrom importlib import metadata as m\n"
+                    "out={}\nfor n in ('uvicorn','h11','httptools','uvloop','fastapi',"
+                    "'starlette','pydantic','keepalive-guard','wrapt','packaging'):\n"
+                    "    try: out[n]=m.version(n)\n    except Exception: out[n]=None\n"
+                    "import sys; out['python']=sys.version.split()[0]\nprint(json.dumps(out))",
+                ],
+                timeout=120,
+                env=clean_env(),
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        result["envs"][release] = {
+            "python": py,
+            "env_dir": info["env_dir"],
+            "recipe": info.get("recipe"),
+            "versions": versions,
+        }
+        log("uvicorn {}: {}".format(release, py))
+    prune(cache, {Path(e["env_dir"]).name for e in result["envs"].values()})
+    return result
+
+
+def prune(cache, keep, max_age=3 * 86400):
+    """Remove this cache's environments of the same releases built for older wheels,
+    once unused for ``max_age`` seconds (another run may still be using a recent one)."""
+    prefixes = {name.rsplit("-", 1)[0] for name in keep}
+    now = time.time()
+    for path in cache.glob("uvicorn-*"):
+        if path.name in keep or not path.is_dir():
+            continue
+        if path.name.rsplit("-", 1)[0] not in prefixes:
+            continue
+        try:
+            age = now - max(p.stat().st_mtime for p in (path, path / "env-info.json") if p.exists())
+        except (OSError, ValueError):
+            continue
+        if age > max_age:
+            shutil.rmtree(str(path), ignore_errors=True)
+
+
+def build_hook_venvs(python, wheel):
+    """Two venvs on the same interpreter: wrapt + packaging, and the same plus the wheel."""
+    cache = bench_cache()
+    uv = envs.ensure_uv()
+    interp = envs._resolve_python(python)["executable"]
+    out = {}
+    for name in ("hook-without", "hook-with"):
+        venv = cache / name
+        py = venv / "bin" / "python"
+        if not py.exists():
+            run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(venv)], 300)
+            run(uv + ["pip", "install", "--python", str(py), "wrapt", "packaging"], 600)
+        if name == "hook-with":
+            run(
+                uv
+                + [
+                    "pip",
+                    "install",
+                    "--python",
+                    str(py),
+                    "--reinstall-package",
+                    "keepalive-guard",
+                    str(wheel),
+                ],
+                600,
+            )
+        out[name] = str(py)
+    site = run(
+        [out["hook-with"], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        60,
+    ).stdout.strip()
+    pth = Path(site) / "keepalive_guard.pth"
+    out["pth"] = str(pth)
+    out["pth_text"] = pth.read_text() if pth.exists() else None
+    return out
+
+
+# ---------------------------------------------------------------------------
+# servers and clients
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server(object):
+    def __init__(self, py, http, loop, app, mode, keep_alive=5):
+        self.py, self.http, self.loop, self.app, self.mode = py, http, loop, app, mode
+        self.keep_alive = keep_alive
+        self.port = free_port()
+        self.proc = None
+        self.error = None
+        self.info = None
+        self.logfile = None
+
+    def cmd(self):
+        return pin(SERVER_CPU) + [
+            self.py,
+            str(SERVER),
+            "--port",
+            str(self.port),
+            "--http",
+            self.http,
+            "--loop",
+            self.loop,
+            "--app",
+            self.app,
+            "--mode",
+            self.mode,
+            "--timeout-keep-alive",
+            str(self.keep_alive),
+        ]
+
+    def start(self, timeout=60):
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.logfile = tempfile.NamedTemporaryFile(
+            prefix="server-", suffix=".log", dir=str(WORK), delete=False
+        )
+        self.proc = subprocess.Popen(
+            [str(c) for c in self.cmd()],
+            stdout=self.logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(),
+        )
+        LIVE[self.proc.pid] = self
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.error = "exited with status {}: {}".format(
+                    self.proc.returncode, self.log_tail()
+                )
+                LIVE.pop(self.proc.pid, None)
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    pass
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.error = "not listening after {} s: {}".format(timeout, self.log_tail())
+            self.stop()
+            return False
+        try:
+            self.info = json.loads(http_get(self.port, "/_info"))
+        except Exception as exc:
+            self.error = "no /_info: {!r}: {}".format(exc, self.log_tail())
+            self.stop()
+            return False
+        return True
+
+    def log_tail(self, lines=8):
+        try:
+            with open(self.logfile.name, errors="replace") as f:
+                return " | ".join(f.read().strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def rss_kb(self):
+        fields = {}
+        with open("/proc/{}/status".format(self.proc.pid)) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0])
+        return fields
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            LIVE.pop(getattr(self.proc, "pid", None), None)
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        LIVE.pop(self.proc.pid, None)
+        try:
+            os.unlink(self.logfile.name)
+        except OSError:
+            pass
+
+
+def stop_all():
+    for server in list(LIVE.values()):
+        try:
+            server.stop()
+        except Exception:
+            pass
+
+
+def http_get(port, path, timeout=30):
+    """GET (Connection: close); returns the body as str once Content-Length bytes arrived."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(
+            "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".format(path).encode()
+        )
+        raw = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            raw += data
+            head, sep, body = raw.partition(b"\r\n\r\n")
+            if sep:
+                length = None
+                for line in head.split(b"\r\n")[1:]:
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length is not None and len(body) >= length:
+                    break
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError("GET {}: {!r}".format(path, head[:100]))
+    return body.decode()
+
+
+def cpu_ticks():
+    """Busy ticks per CPU from /proc/stat: {"cpu0": n, "cpu1": n, ...}."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                values = [int(v) for v in parts[1:]]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)
+                out[parts[0]] = sum(values[:8]) - idle
+    return out
+
+
+def process_ticks(pid):
+    try:
+        with open("/proc/{}/stat".format(pid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_cpu_ns(pid):
+    """CPU time of every thread of ``pid`` (ns), from /proc/<pid>/task/*/schedstat."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/{}/task".format(pid)):
+            with open("/proc/{}/task/{}/schedstat".format(pid, tid)) as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def wrk(port, depth, duration, connections, stop_after=0, timeout=None, server_pid=None):
+    """One wrk run; returns the parsed WRKJSON dict plus derived figures.
+
+    With ``server_pid``, also the share of each pinned CPU that other processes
+    (not this server, not wrk) used during the run: ``foreign_server_cpu`` and
+    ``foreign_client_cpu`` (0.0 = the CPU was ours alone, 1.0 = a whole CPU)."""
+    t_start = time.monotonic()
+    cpu0 = cpu_ticks()
+    srv0 = process_ticks(server_pid) if server_pid else None
+    ns0 = process_cpu_ns(server_pid) if server_pid else None
+    child0 = os.times()
+    child0 = child0.children_user + child0.children_system
+    cmd = pin(CLIENT_CPU) + [
+        "wrk",
+        "-t{}".format(connections),
+        "-c{}".format(connections),
+        "-d{}s".format(duration),
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        "http://127.0.0.1:{}/".format(port),
+        "--",
+        str(depth),
+        str(stop_after),
+    ]
+    env = clean_env()
+    if stop_after:
+        WORK.mkdir(parents=True, exist_ok=True)
+        done = tempfile.NamedTemporaryFile(prefix="wrk-done-", dir=str(WORK), delete=False)
+        done.close()
+        env["WRK_DONE_FILE"] = done.name
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            universal_newlines=True,
+        )
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline and proc.poll() is None:
+            with open(done.name) as f:
+                if len(f.read().split()) >= connections:
+                    break
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        os.unlink(done.name)
+    else:
+        out = run(cmd, timeout=timeout or duration + 60, env=env, check=False).stdout
+    line = next((x for x in out.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError("wrk printed no WRKJSON:\n" + out[-2000:])
+    data = json.loads(line[len("WRKJSON ") :])
+    hist = sorted((int(k), v) for k, v in data.pop("hist").items())
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    data["p50_us"] = percentile(hist, 50)
+    data["p99_us"] = percentile(hist, 99)
+    data["errors"] = sum(data[k] for k in data if k.startswith("err_"))
+    elapsed = time.monotonic() - t_start
+    cpu1 = cpu_ticks()
+    child1 = os.times()
+    child1 = child1.children_user + child1.children_system
+    ns1 = process_cpu_ns(server_pid) if server_pid else None
+    if ns0 is not None and ns1 is not None and data["requests"]:
+        data["server_cpu_us_per_req"] = (ns1 - ns0) / 1e3 / data["requests"]
+    if server_pid and TASKSET:
+        srv1 = process_ticks(server_pid)
+        scpu, ccpu = "cpu" + SERVER_CPU, "cpu" + CLIENT_CPU
+        if srv0 is not None and srv1 is not None and scpu in cpu1 and ccpu in cpu1:
+            busy_s = (cpu1[scpu] - cpu0[scpu]) / float(TICK)
+            busy_c = (cpu1[ccpu] - cpu0[ccpu]) / float(TICK)
+            data["server_cpu"] = (srv1 - srv0) / float(TICK) / elapsed
+            data["foreign_server_cpu"] = max(0.0, busy_s - (srv1 - srv0) / float(TICK)) / elapsed
+            data["foreign_client_cpu"] = max(0.0, busy_c - (child1 - child0)) / elapsed
+    return data
+
+
+def percentile(hist, p):
+    total = sum(n for _, n in hist)
+    if not total:
+        return None
+    rank = max(1, int(math.ceil(p / 100.0 * total)))
+    seen = 0
+    for value, n in hist:
+        seen += n
+        if seen >= rank:
+            return value
+    return hist[-1][0]
+
+
+# ---------------------------------------------------------------------------
+# statistics
+
+
+def ratio_summary(pairs, key, arm, base="none"):
+    """Median, min, max of per-pair ratios arm/base of ``key``."""
+    ratios = []
+    for pair in pairs:
+        a, b = pair.get(arm), pair.get(base)
+        if a and b and a.get(key) and b.get(key):
+            ratios.append(a[key] / b[key])
+    if not ratios:
+        return None
+    return {
+        "median": statistics.median(ratios),
+        "min": min(ratios),
+        "max": max(ratios),
+        "n": len(ratios),
+        "ratios": ratios,
+    }
+
+
+def spread_pct(values):
+    values = [v for v in values if v]
+    if len(values) < 2:
+        return None
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
+
+
+QUIET_BUDGET = {"left": 0.0, "waited": 0.0, "gave_up": 0}
+
+
+def wait_quiet(max_wait, threshold=0.2, window=0.5):
+    """Wait (at most ``max_wait`` s, and only while the run's wait budget lasts) until
+    the other processes on the machine leave both CPUs mostly idle for ``window`` s.
+    Our own servers are idle between runs, so all busy time then is someone else's.
+    Returns (seconds waited, quiet reached)."""
+    t0 = time.monotonic()
+    deadline = t0 + min(max_wait, max(0.0, QUIET_BUDGET["left"]))
+    quiet = False
+    while True:
+        a = cpu_ticks()
+        time.sleep(window)
+        b = cpu_ticks()
+        busy = [(b[k] - a[k]) / float(TICK) / window for k in b if k in a]
+        if busy and max(busy) < threshold:
+            quiet = True
+            break
+        if time.monotonic() >= deadline:
+            break
+    waited = time.monotonic() - t0
+    QUIET_BUDGET["left"] -= waited
+    QUIET_BUDGET["waited"] += waited
+    if not quiet:
+        QUIET_BUDGET["gave_up"] += 1
+    return waited, quiet
+
+
+QUIET = 0.15  # a pair is "quiet" if others used < 15% of either pinned CPU in each of its runs
+
+
+def quiet_pairs(pairs):
+    out = []
+    for pair in pairs:
+        shares = [
+            r.get(k) for r in pair.values() for k in ("foreign_server_cpu", "foreign_client_cpu")
+        ]
+        if shares and all(v is not None and v < QUIET for v in shares):
+            out.append(pair)
+    return out
+
+
+def summarise_ab(pairs, arms):
+    summary = {}
+    quiet = quiet_pairs(pairs)
+    foreign = [
+        r.get("foreign_server_cpu")
+        for p in pairs
+        for r in p.values()
+        if r.get("foreign_server_cpu") is not None
+    ]
+    summary["foreign_server_cpu_median"] = statistics.median(foreign) if foreign else None
+    summary["quiet_pairs"] = len(quiet)
+    base_runs = [p["none"] for p in pairs if p.get("none")]
+    summary["none"] = {
+        "rps_median": statistics.median([r["rps"] for r in base_runs]) if base_runs else None,
+        "p50_us_median": statistics.median([r["p50_us"] for r in base_runs]) if base_runs else None,
+        "p99_us_median": statistics.median([r["p99_us"] for r in base_runs]) if base_runs else None,
+        "rps_spread_pct": spread_pct([r["rps"] for r in base_runs]),
+        "cpu_us_per_req_median": statistics.median(
+            [r["server_cpu_us_per_req"] for r in base_runs if r.get("server_cpu_us_per_req")]
+        )
+        if any(r.get("server_cpu_us_per_req") for r in base_runs)
+        else None,
+        "errors": sum(r["errors"] for r in base_runs),
+    }
+    for arm in arms:
+        if arm == "none":
+            continue
+        runs = [p[arm] for p in pairs if p.get(arm)]
+        if not runs:
+            continue
+        summary[arm] = {
+            "rps_median": statistics.median([r["rps"] for r in runs]),
+            "p50_us_median": statistics.median([r["p50_us"] for r in runs]),
+            "p99_us_median": statistics.median([r["p99_us"] for r in runs]),
+            "errors": sum(r["errors"] for r in runs),
+            "rps_ratio": ratio_summary(pairs, "rps", arm),
+            "p50_ratio": ratio_summary(pairs, "p50_us", arm),
+            "p99_ratio": ratio_summary(pairs, "p99_us", arm),
+            "cpu_per_req_ratio": ratio_summary(pairs, "server_cpu_us_per_req", arm),
+            "quiet_rps_ratio": ratio_summary(quiet, "rps", arm),
+            "quiet_p99_ratio": ratio_summary(quiet, "p99_us", arm),
+        }
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# sections
+
+
+LOADS = {"keepalive": 1, "pipeline16": 16}
+
+
+def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
+    """Start one server per arm, then alternate wrk runs over them."""
+    servers = {}
+    unavailable = {}
+    try:
+        for arm in arms:
+            server = Server(py, http, loop, app, arm)
+            if server.start():
+                servers[arm] = server
+            else:
+                unavailable[arm] = server.error
+        if "none" not in servers:
+            return {
+                "skipped": unavailable.get("none", "unguarded server did not start"),
+                "unavailable": unavailable,
+            }
+        live_arms = [a for a in arms if a in servers]
+        for arm in live_arms:  # warm-up
+            wrk(servers[arm].port, 1, cfg["warmup"], cfg["connections"])
+        out = {
+            "unavailable": unavailable,
+            "info": {a: s.info for a, s in servers.items()},
+            "loads": {},
+        }
+        for load in loads:
+            pairs = []
+            for i in range(cfg["pairs"]):
+                order = live_arms if i % 2 == 0 else list(reversed(live_arms))
+                wait_quiet(cfg["quiet_wait"])
+                pair = {}
+                for arm in order:
+                    if servers[arm].proc.poll() is not None:
+                        raise RuntimeError(
+                            "{} server died: {}".format(arm, servers[arm].log_tail())
+                        )
+                    pair[arm] = wrk(
+                        servers[arm].port,
+                        LOADS[load],
+                        cfg["duration"],
+                        cfg["connections"],
+                        server_pid=servers[arm].proc.pid,
+                    )
+                pairs.append(pair)
+            out["loads"][load] = {"pairs": pairs, "summary": summarise_ab(pairs, live_arms)}
+            s = out["loads"][load]["summary"]
+            g = s.get("global", {}).get("rps_ratio") or {}
+            p = s.get("global", {}).get("p99_ratio") or {}
+            log(
+                "  {} {} {} {} {}: none {:.0f} rps; global/none rps x{:.3f} p99 x{:.3f}{}".format(
+                    record_name,
+                    http,
+                    loop,
+                    app,
+                    load,
+                    s["none"]["rps_median"] or 0,
+                    g.get("median", float("nan")),
+                    p.get("median", float("nan")),
+                    "".join(
+                        "; {}/none rps x{:.3f}".format(a, s[a]["rps_ratio"]["median"])
+                        for a in live_arms
+                        if a not in ("none", "global") and s.get(a, {}).get("rps_ratio")
+                    ),
+                )
+            )
+        return out
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def section_throughput(cfg, envinfo, results):
+    rows = results.setdefault("throughput", [])
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        for http in cfg["impls"]:
+            for loop in cfg["loops"]:
+                for app in cfg["apps"]:
+                    log("throughput: uvicorn {} {} {} {}".format(release, http, loop, app))
+                    out = ab_session(py, http, loop, app, ARMS, cfg["loads"], cfg, release)
+                    out.update({"release": release, "http": http, "loop": loop, "app": app})
+                    if out.get("skipped"):
+                        log("  skipped: " + out["skipped"][:300])
+                    rows.append(out)
+                    save(results)
+
+
+def section_experiment(cfg, envinfo, results):
+    rows = results.setdefault("experiment", [])
+    for release, http in cfg["exp_configs"]:
+        if release not in envinfo["envs"]:
+            continue
+        py = envinfo["envs"][release]["python"]
+        log("experiment: uvicorn {} {} asyncio hello".format(release, http))
+        ecfg = dict(cfg, pairs=cfg["exp_pairs"])
+        out = ab_session(
+            py, http, "asyncio", "hello", EXPERIMENT_ARMS, ("keepalive",), ecfg, release
+        )
+        out.update({"release": release, "http": http, "loop": "asyncio", "app": "hello"})
+        rows.append(out)
+        save(results)
+
+
+def section_memory(cfg, envinfo, results):
+    rows = results.setdefault("memory", [])
+    n = cfg["mem_requests"]
+    per_thread = int(math.ceil(n / float(cfg["connections"])))
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        for http in cfg["impls"]:
+            log("memory: uvicorn {} {} asyncio hello, {} requests".format(release, http, n))
+            pairs = []
+            unavailable = {}
+            for i in range(cfg["mem_pairs"]):
+                servers = {}
+                try:
+                    for arm in ARMS:
+                        server = Server(py, http, "asyncio", "hello", arm)
+                        if server.start():
+                            servers[arm] = server
+                        else:
+                            unavailable[arm] = server.error
+                    arms = [a for a in ARMS if a in servers]
+                    if "none" not in arms:
+                        break
+                    order = arms if i % 2 == 0 else list(reversed(arms))
+                    pair = {}
+                    for arm in order:
+                        server = servers[arm]
+                        before = server.rss_kb()
+                        load = wrk(server.port, 1, 600, cfg["connections"], stop_after=per_thread)
+                        time.sleep(0.5)
+                        after = server.rss_kb()
+                        pair[arm] = {
+                            "requests": load["requests"],
+                            "rss_ready_kb": before["VmRSS"],
+                            "rss_after_kb": after["VmRSS"],
+                            "hwm_after_kb": after["VmHWM"],
+                            "growth_kb": after["VmRSS"] - before["VmRSS"],
+                            "errors": load["errors"],
+                        }
+                    pairs.append(pair)
+                finally:
+                    for server in servers.values():
+                        server.stop()
+            if not pairs:
+                rows.append(
+                    {
+                        "release": release,
+                        "http": http,
+                        "skipped": unavailable.get("none", "no server started"),
+                        "unavailable": unavailable,
+                    }
+                )
+                log("  skipped: " + rows[-1]["skipped"][:300])
+                save(results)
+                continue
+            summary = {}
+            for arm in ARMS:
+                if arm == "none" or not any(arm in p for p in pairs):
+                    continue
+                summary[arm] = {
+                    "rss_after_ratio": ratio_summary(pairs, "rss_after_kb", arm),
+                    "rss_ready_ratio": ratio_summary(pairs, "rss_ready_kb", arm),
+                    "growth_delta_kb": statistics.median(
+                        [p[arm]["growth_kb"] - p["none"]["growth_kb"] for p in pairs if arm in p]
+                    ),
+                }
+            rows.append(
+                {
+                    "release": release,
+                    "http": http,
+                    "requests_target": n,
+                    "pairs": pairs,
+                    "summary": summary,
+                    "unavailable": unavailable,
+                }
+            )
+            g = summary.get("global", {}).get("rss_after_ratio") or {}
+            log(
+                "  RSS after: none {} kB; global/none x{:.4f}".format(
+                    statistics.median([p["none"]["rss_after_kb"] for p in pairs]),
+                    g.get("median", float("nan")),
+                )
+            )
+            save(results)
+
+
+def reset_connections(port, count, path, read_response, batch=50):
+    """Open ``count`` connections (``batch`` at a time), send GET ``path``,
+    optionally read the response, then reset them (SO_LINGER 0, close)."""
+    request = "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".format(path).encode()
+    linger = struct.pack("ii", 1, 0)
+    failures = 0
+    for start in range(0, count, batch):
+        socks = []
+        for _ in range(min(batch, count - start)):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(request)
+            socks.append(sock)
+        if read_response:
+            for sock in socks:
+                data = b""
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    head, sep, body = data.partition(b"\r\n\r\n")
+                    if sep:
+                        length = 0
+                        for line in head.split(b"\r\n"):
+                            if line.lower().startswith(b"content-length:"):
+                                length = int(line.split(b":")[1])
+                        if len(body) >= length:
+                            break
+                else:
+                    failures += 1
+        else:
+            time.sleep(0.01)  # the server reads the request and starts the app
+        for sock in socks:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            sock.close()
+    return failures
+
+
+def live_objects(port):
+    counts = json.loads(http_get(port, "/_objects"))
+    protocols = sum(v for k, v in counts.items() if k.endswith("Protocol"))
+    cycles = sum(v for k, v in counts.items() if k.endswith("RequestResponseCycle"))
+    timers = sum(v for k, v in counts.items() if k.endswith("TimerHandle"))
+    return {
+        "protocols": protocols,
+        "cycles": cycles,
+        "timers": timers,
+        "closed_protocols": counts.pop("_closed_protocols", None),
+        "raw": counts,
+    }
+
+
+def section_retention(cfg, envinfo, results):
+    rows = results.setdefault("retention", [])
+    n = cfg["ret_connections"]
+    keep_alive = cfg["ret_keepalive"]
+    scenarios = (("after-response", "/", True), ("mid-request", "/_slow", False))
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        for http in cfg["impls"]:
+            log(
+                "retention: uvicorn {} {} asyncio, {} resets, timeout_keep_alive {} s".format(
+                    release, http, n, keep_alive
+                )
+            )
+            servers = {}
+            unavailable = {}
+            try:
+                for arm in ARMS:
+                    server = Server(py, http, "asyncio", "hello", arm, keep_alive=keep_alive)
+                    if server.start():
+                        servers[arm] = server
+                    else:
+                        unavailable[arm] = server.error
+                arms = [a for a in ARMS if a in servers]
+                if "none" not in arms:
+                    rows.append(
+                        {
+                            "release": release,
+                            "http": http,
+                            "skipped": unavailable.get("none", "no server started"),
+                            "unavailable": unavailable,
+                        }
+                    )
+                    log("  skipped: " + rows[-1]["skipped"][:300])
+                    continue
+                # Let the start-up probes' connections expire (uvicorn < 0.18.3 keeps even
+                # cleanly closed ones until their keep-alive timer fires).
+                time.sleep(keep_alive + 1)
+                data = {a: {"baseline": live_objects(servers[a].port)} for a in arms}
+                for name, path, read in scenarios:
+                    last_reset = time.monotonic()
+                    for arm in arms:
+                        port = servers[arm].port
+                        t0 = time.monotonic()
+                        data[arm][name] = {"read_failures": reset_connections(port, n, path, read)}
+                        last_reset = time.monotonic()
+                        data[arm][name]["reset_seconds"] = last_reset - t0
+                        time.sleep(0.5)  # connection_lost has run; /_slow handlers are done
+                        data[arm][name]["just_after"] = live_objects(port)
+                    time.sleep(max(0.0, last_reset + keep_alive + 2 - time.monotonic()))
+                    for arm in arms:
+                        data[arm][name]["after_wait"] = live_objects(servers[arm].port)
+            finally:
+                for server in servers.values():
+                    server.stop()
+            summary = {}
+            for arm in arms:
+                base = data[arm]["baseline"]
+                summary[arm] = {}
+                for name, _, _ in scenarios:
+                    d = data[arm][name]
+                    summary[arm][name] = {
+                        when: {
+                            "protocols": d[when]["protocols"] - base["protocols"],
+                            "cycles": d[when]["cycles"] - base["cycles"],
+                            "closed_protocols": d[when]["closed_protocols"],
+                        }
+                        for when in ("just_after", "after_wait")
+                    }
+            rows.append(
+                {
+                    "release": release,
+                    "http": http,
+                    "connections": n,
+                    "timeout_keep_alive": keep_alive,
+                    "data": data,
+                    "summary": summary,
+                    "unavailable": unavailable,
+                }
+            )
+            log(
+                "  "
+                + "; ".join(
+                    "{} {}: {} -> {}".format(
+                        arm, name, s[name]["just_after"], s[name]["after_wait"]
+                    )
+                    for arm, s in summary.items()
+                    for name in s
+                )
+            )
+            save(results)
+
+
+def section_activation(cfg, envinfo, results):
+    rows = results.setdefault("activation", [])
+    modes = ("loaded-none", "loaded-guard", "deferred-none", "deferred-guard", "breakdown")
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        log("activation: uvicorn {}, {} runs per mode".format(release, cfg["act_runs"]))
+        samples = {m: [] for m in modes}
+        applied = None
+        for i in range(cfg["act_runs"] + 2):
+            if i % 10 == 0:
+                wait_quiet(cfg["quiet_wait"])
+            order = modes if i % 2 == 0 else tuple(reversed(modes))
+            for mode in order:
+                out = run([py, str(HERE / "activation.py"), mode], 120, env=clean_env())
+                data = json.loads(out.stdout.strip().splitlines()[-1])
+                if data["applied"] is not None:
+                    applied = data["applied"]
+                if i >= 2:  # the first two rounds write bytecode caches
+                    samples[mode].append(data)
+
+        def med(mode, key):
+            return statistics.median([s[key] for s in samples[mode]])
+
+        summary = {
+            "loaded_guard_ms": med("loaded-guard", "guard_ms"),
+            "deferred_guard_import_ms": med("deferred-guard", "guard_ms"),
+            "deferred_protocols_extra_ms": med("deferred-guard", "import_protocols_after_ms")
+            - med("deferred-none", "import_protocols_after_ms"),
+            "import_uvicorn_ms": med("loaded-none", "import_uvicorn_ms"),
+            "import_protocols_ms": med("loaded-none", "import_protocols_before_ms"),
+        }
+        for key in ("import_ms", "install_ms"):
+            summary["breakdown_" + key] = med("breakdown", key)
+        summary["breakdown_new_foreign_modules"] = samples["breakdown"][-1]["new_foreign_modules"]
+        summary["deferred_total_ms"] = (
+            summary["deferred_guard_import_ms"] + summary["deferred_protocols_extra_ms"]
+        )
+        summary["p90_loaded_guard_ms"] = sorted(s["guard_ms"] for s in samples["loaded-guard"])[
+            int(0.9 * (len(samples["loaded-guard"]) - 1))
+        ]
+        rows.append(
+            {
+                "release": release,
+                "runs": cfg["act_runs"],
+                "applied": applied,
+                "summary": summary,
+                "samples": samples,
+            }
+        )
+        log(
+            "  loaded: {:.2f} ms; deferred: {:.2f} ms import + {:.2f} ms at protocol import".format(
+                summary["loaded_guard_ms"],
+                summary["deferred_guard_import_ms"],
+                summary["deferred_protocols_extra_ms"],
+            )
+        )
+        save(results)
+
+
+HOOK_IMPORTS = "import asyncio, concurrent.futures, email.parser, http.client, json, logging"
+
+FIRST_EXEC = r"""
+import sys, time  # both loaded by every start-up anyway; nothing else before the timing
+for name in ["os"] + {preload!r}:
+    if name not in sys.modules:
+        try:
+            __import__(name)
+        except Exception:
+            pass
+sys.path.append({site!r})
+with open({pth!r}) as f:
+    line = [l for l in f.read().splitlines() if l.startswith(("import ", "import\t"))][0]
+before = set(sys.modules)
+t0 = time.perf_counter()
+exec(line)
+t1 = time.perf_counter()
+sys.stdout.write(repr({{"us": (t1 - t0) * 1e6,
+                       "new_modules": sorted(set(sys.modules) - before),
+                       "meta_path": [type(f).__module__ + "." + type(f).__name__
+                                     for f in sys.meta_path]}}))
+"""
+
+
+def timed_run(cmd, env, limit=60):
+    """Wall time (ms) of one process.  Not subprocess.run(timeout=...): its wait
+    polls with growing sleeps, which quantises short runs; a watchdog thread
+    kills the child after ``limit`` seconds instead."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    watchdog = threading.Timer(limit, proc.kill)
+    watchdog.start()
+    try:
+        proc.wait()
+    finally:
+        watchdog.cancel()
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if proc.returncode != 0:
+        raise RuntimeError("{} exited with {}".format(cmd, proc.returncode))
+    return elapsed
+
+
+def interleaved(cmds, runs, env, warm=10):
+    times = {name: [] for name in cmds}
+    names = list(cmds)
+    for i in range(runs + warm):
+        for name in names if i % 2 == 0 else list(reversed(names)):
+            elapsed = timed_run(cmds[name], env)
+            if i >= warm:
+                times[name].append(elapsed)
+    return times
+
+
+def _paired(times):
+    diffs = [w - o for w, o in zip(times["with"], times["without"])]
+    return {
+        "without_median_ms": statistics.median(times["without"]),
+        "with_median_ms": statistics.median(times["with"]),
+        "diff_of_medians_ms": statistics.median(times["with"])
+        - statistics.median(times["without"]),
+        "median_paired_diff_ms": statistics.median(diffs),
+    }
+
+
+def section_hook(cfg, envinfo, results, python):
+    log("start-up hook: two venvs, {} runs each".format(cfg["hook_runs"]))
+    venvs = build_hook_venvs(python, envinfo["wheel"])
+    env = clean_env()
+    runs = cfg["hook_runs"]
+    py = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
+    bare = interleaved({k: [v, "-c", "pass"] for k, v in py.items()}, runs, env)
+    imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
+    # The hook's own work in a fresh process, first time: python -S (no site, so the
+    # .pth has not run), site-packages appended to sys.path, then exec(line) as
+    # site.addpackage does, timed once per process.
+    site = str(Path(venvs["pth"]).parent)
+    preload = [
+        name
+        for name in json.loads(
+            run(
+                [py["without"], "-c", "import sys; sys.stdout.write(repr(list(sys.modules)))"],
+                60,
+                env=env,
+            )
+            .stdout.strip()
+            .replace("'", '"')
+        )
+        if name not in ("__main__", "site", "sitecustomize", "usercustomize")
+        and not name.startswith("_distutils")
+    ]  # in import order
+    first = []
+    detail = None
+    for _ in range(max(10, runs // 3)):
+        out = run(
+            [
+                py["with"],
+                "-S",
+                "-c",
+                FIRST_EXEC.format(site=site, pth=venvs["pth"], preload=preload),
+            ],
+            60,
+            env=env,
+        )
+        detail = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+        first.append(detail["us"])
+    hyper = None
+    if shutil.which("hyperfine"):
+        jpath = WORK / "hyperfine.json"
+        proc = run(
+            [
+                "hyperfine",
+                "-N",
+                "--warmup",
+                "10",
+                "--runs",
+                str(runs),
+                "--export-json",
+                str(jpath),
+                "{} -c pass".format(py["without"]),
+                "{} -c pass".format(py["with"]),
+            ],
+            timeout=900,
+            check=False,
+            env=env,
+        )
+        if proc.returncode == 0 and jpath.exists():
+            data = json.loads(jpath.read_text())
+            hyper = [
+                {
+                    "command": r["command"],
+                    "median_ms": r["median"] * 1e3,
+                    "mean_ms": r["mean"] * 1e3,
+                    "stddev_ms": r["stddev"] * 1e3,
+                }
+                for r in data["results"]
+            ]
+            jpath.unlink()
+    summary = dict(_paired(bare))
+    summary["imports"] = _paired(imports)
+    summary["imports_command"] = HOOK_IMPORTS
+    summary["pth_first_exec_us"] = statistics.median(first)
+    summary["pth_first_exec_new_modules"] = detail["new_modules"] if detail else None
+    summary["meta_path_after"] = detail["meta_path"] if detail else None
+    summary["hyperfine"] = hyper
+    results["hook"] = {
+        "runs": runs,
+        "venvs": venvs,
+        "summary": summary,
+        "samples": {"pass": bare, "imports": imports, "first_exec_us": first},
+    }
+    log(
+        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms); "
+        ".pth line, first exec {:.0f} us, imports {}".format(
+            summary["without_median_ms"],
+            summary["with_median_ms"],
+            summary["median_paired_diff_ms"],
+            summary["pth_first_exec_us"],
+            ", ".join(summary["pth_first_exec_new_modules"] or []),
+        )
+    )
+    save(results)
+
+
+def section_micro(cfg, envinfo, results):
+    rows = results.setdefault("micro", [])
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        for http in cfg["impls"]:
+            wait_quiet(cfg["quiet_wait"])
+            out = run(
+                pin(SERVER_CPU)
+                + [
+                    py,
+                    str(HERE / "micro.py"),
+                    "--http",
+                    http,
+                    "--rounds",
+                    str(cfg["micro_rounds"]),
+                    "--number",
+                    str(cfg["micro_number"]),
+                    "--requests",
+                    str(cfg["micro_requests"]),
+                ],
+                900,
+                env=clean_env(),
+            )
+            data = json.loads(out.stdout.strip().splitlines()[-1])
+            data["release"] = release
+            rows.append(data)
+            ns = data["ns"]
+            log(
+                "micro: uvicorn {} {} {}: request {:.1f} -> {:.1f} us; cycle= {:.0f} -> {:.0f} ns; "
+                "on_response_complete {:.0f} -> {:.0f} ns; attr r/w x8 {:.0f} -> {:.0f} ns".format(
+                    release,
+                    http,
+                    ",".join(data["applied"]) or "-",
+                    ns["none"]["request"]["median"] / 1e3,
+                    ns["global"]["request"]["median"] / 1e3,
+                    ns["none"]["assign_cycle"]["median"],
+                    ns["global"]["assign_cycle"]["median"],
+                    ns["none"]["orc_keepalive"]["median"],
+                    ns["global"]["orc_keepalive"]["median"],
+                    ns["none"]["attr_rw"]["median"],
+                    ns["global"]["attr_rw"]["median"],
+                )
+            )
+            save(results)
+
+
+# ---------------------------------------------------------------------------
+# results
+
+
+RESULTS_PATH = None
+
+
+def save(results):
+    results["meta"]["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
+    tmp = RESULTS_PATH.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    os.replace(str(tmp), str(RESULTS_PATH))
+
+
+def machine():
+    info = {
+        "platform": platform.platform(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python_orchestrator": sys.version.split()[0],
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            info["mem_total"] = f.readline().split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        out = run(["wrk", "--version"], 30, check=False).stdout
+        info["wrk"] = out.strip().splitlines()[0]
+    except Exception:
+        pass
+    info["taskset"] = TASKSET
+    info["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
+    return info
+
+
+def git_state():
+    try:
+        head = run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], 30).stdout.strip()
+        dirty = run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "keepalive_guard"], 30
+        ).stdout.strip()
+        return {"head": head, "package_dirty": bool(dirty), "dirty_files": dirty.splitlines()}
+    except Exception as exc:
+        return {"error": str(exc)}
+
+
+def run_section(section, cfg, envinfo, results, args):
+    if section == "throughput":
+        section_throughput(cfg, envinfo, results)
+    elif section == "memory":
+        section_memory(cfg, envinfo, results)
+    elif section == "retention":
+        section_retention(cfg, envinfo, results)
+    elif section == "activation":
+        section_activation(cfg, envinfo, results)
+    elif section == "hook":
+        section_hook(cfg, envinfo, results, args.python)
+    elif section == "micro":
+        section_micro(cfg, envinfo, results)
+    elif section == "experiment":
+        section_experiment(cfg, envinfo, results)
+
+
+def main(argv=None):
+    global RESULTS_PATH
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run, under 3 minutes")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
+    )
+    parser.add_argument("--releases", help="comma-separated uvicorn releases")
+    parser.add_argument(
+        "--python",
+        default="3.11",
+        help="interpreter for every environment (3.X or a path; default 3.11, "
+        "the oldest that serves all three releases is 3.10)",
+    )
+    parser.add_argument("--pairs", type=int, help="A/B pairs per throughput case")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run")
+    parser.add_argument("--out", type=Path, help="results.json path (RESULTS.md beside it)")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the markdown from the existing JSON"
+    )
+    args = parser.parse_args(argv)
+
+    import report  # tests/bench/report.py
+
+    default_name = "results-quick.json" if args.quick else "results.json"
+    RESULTS_PATH = (args.out or HERE / default_name).resolve()
+    md_path = RESULTS_PATH.with_name(
+        RESULTS_PATH.name.replace("results", "RESULTS").replace(".json", ".md")
+    )
+    if args.render:
+        results = json.loads(RESULTS_PATH.read_text())
+        md_path.write_text(report.render(results, TARGETS))
+        print(md_path)
+        return 0
+
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.releases:
+        cfg["releases"] = tuple(r.strip() for r in args.releases.split(",") if r.strip())
+    if args.pairs:
+        cfg["pairs"] = args.pairs
+    if args.duration:
+        cfg["duration"] = args.duration
+    sections = args.only or list(SECTIONS)
+
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    QUIET_BUDGET["left"] = cfg["quiet_budget"]
+    started = time.monotonic()
+    WORK.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_wrk()
+        exp_releases = {r for r, _ in cfg["exp_configs"]} if "experiment" in sections else set()
+        all_releases = tuple(
+            sorted(
+                set(cfg["releases"]) | exp_releases,
+                key=lambda r: tuple(int(x) for x in r.split(".")),
+            )
+        )
+        envinfo = build_environments(all_releases, args.python)
+        results = {
+            "meta": {
+                "command": "python3 tests/bench/run.py"
+                + (" " + " ".join(argv or sys.argv[1:]) if (argv or sys.argv[1:]) else ""),
+                "quick": args.quick,
+                "started": datetime.datetime.now().isoformat(timespec="seconds"),
+                "machine": machine(),
+                "git": git_state(),
+                "config": {k: v for k, v in cfg.items()},
+                "sections": sections,
+                "envs": envinfo,
+                "server_cpu": SERVER_CPU if TASKSET else None,
+                "client_cpu": CLIENT_CPU if TASKSET else None,
+                "example_commands": {
+                    "server": " ".join(
+                        Server(
+                            envinfo["envs"][all_releases[0]]["python"],
+                            "h11",
+                            "asyncio",
+                            "hello",
+                            "global",
+                        ).cmd()
+                    ),
+                    "wrk_keepalive": " ".join(
+                        pin(CLIENT_CPU)
+                        + [
+                            "wrk",
+                            "-t64",
+                            "-c64",
+                            "-d{}s".format(cfg["duration"]),
+                            "--timeout",
+                            "10s",
+                            "-s",
+                            "tests/bench/bench.lua",
+                            "http://127.0.0.1:PORT/",
+                            "--",
+                            "1",
+                            "0",
+                        ]
+                    ),
+                    "wrk_pipeline16": " ".join(
+                        pin(CLIENT_CPU)
+                        + [
+                            "wrk",
+                            "-t64",
+                            "-c64",
+                            "-d{}s".format(cfg["duration"]),
+                            "--timeout",
+                            "10s",
+                            "-s",
+                            "tests/bench/bench.lua",
+                            "http://127.0.0.1:PORT/",
+                            "--",
+                            "16",
+                            "0",
+                        ]
+                    ),
+                },
+            },
+            "targets": TARGETS,
+        }
+        save(results)
+        for section in SECTIONS:
+            if section not in sections:
+                continue
+            t0 = time.monotonic()
+            try:
+                run_section(section, cfg, envinfo, results, args)
+            except Exception as exc:  # record, go on with the other sections
+                import traceback
+
+                results.setdefault("errors", []).append(
+                    {"section": section, "error": traceback.format_exc()[-3000:]}
+                )
+                log("section {} failed: {!r}".format(section, exc))
+            results["meta"].setdefault("section_seconds", {})[section] = round(
+                time.monotonic() - t0, 1
+            )
+            save(results)
+        results["meta"]["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        results["meta"]["total_seconds"] = round(time.monotonic() - started, 1)
+        results["meta"]["quiet_wait"] = {
+            "waited_seconds": round(QUIET_BUDGET["waited"], 1),
+            "gave_up": QUIET_BUDGET["gave_up"],
+        }
+        save(results)
+        md_path.write_text(report.render(results, TARGETS))
+        log("wrote {} and {} ({:.0f} s)".format(md_path, RESULTS_PATH, time.monotonic() - started))
+        return 0
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
