@@ -17,9 +17,9 @@ never raises into an import:
 It is a top-level module so that importing it does not import the package.
 """
 
+import _thread  # not threading: importing that at every start-up costs more than the hook
 import os
 import sys
-import threading
 
 HTTP_NAMES = (
     ("guarded", "keepalive_guard.protocols:AutoHTTPProtocol"),
@@ -27,7 +27,7 @@ HTTP_NAMES = (
     ("guarded-httptools", "keepalive_guard.protocols:HttpToolsProtocol"),
 )
 
-_lock = threading.RLock()
+_lock = _thread.RLock()
 _callbacks = {}  # module name -> [callback, ...] still to run
 
 
