@@ -82,6 +82,22 @@ def render(results, targets):
         )
     )
     add("")
+    for rerun in meta.get("reruns", []):
+        add(
+            "Re-run later into the same results: {} — `{}` at {}, wheel sha256 `{}` from the tree "
+            "at `{}`{}; load average {} at its start.".format(
+                ", ".join(rerun["sections"]),
+                rerun["command"],
+                rerun["started"],
+                rerun["wheel_sha256"][:16],
+                (rerun["git"].get("head") or "?")[:12],
+                " with uncommitted changes in keepalive_guard/"
+                if rerun["git"].get("package_dirty")
+                else "",
+                " ".join(rerun.get("loadavg_start", [])),
+            )
+        )
+        add("")
     add("## Machine and noise")
     add("")
     add(
@@ -199,6 +215,8 @@ def render(results, targets):
             )
         )
     add("")
+
+    _summary(results, add)
 
     # ---- throughput
     rows = results.get("throughput", [])
@@ -469,22 +487,27 @@ def render(results, targets):
         )
         add("")
         add(
-            "| uvicorn | fixes applied | loaded: import auto + install ms (p90) | deferred: "
-            "import auto ms | deferred: extra at protocol import ms | deferred total ms | "
-            "for scale: import uvicorn ms |"
+            "| uvicorn | fixes applied | loaded: import auto + install ms (p90) | of which "
+            "`import keepalive_guard` / `install()` ms | deferred: import auto ms | deferred: "
+            "extra at protocol import ms | deferred total ms | modules pulled in besides the "
+            "package | for scale: import uvicorn ms |"
         )
-        add("|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             s = row["summary"]
             add(
-                "| {} | {} | {:.2f} ({:.2f}) | {:.2f} | {:+.2f} | {:.2f} | {:.1f} |".format(
+                "| {} | {} | {:.2f} ({:.2f}) | {} / {} | {:.2f} | {:+.2f} | {:.2f} | {} | {:.1f} "
+                "|".format(
                     row["release"],
                     ", ".join(row["applied"] or []) or "none",
                     s["loaded_guard_ms"],
                     s["p90_loaded_guard_ms"],
+                    _f(s.get("breakdown_import_ms"), "{:.2f}"),
+                    _f(s.get("breakdown_install_ms"), "{:.2f}"),
                     s["deferred_guard_import_ms"],
                     s["deferred_protocols_extra_ms"],
                     s["deferred_total_ms"],
+                    ", ".join(s.get("breakdown_new_foreign_modules") or []) or "none",
                     s["import_uvicorn_ms"],
                 )
             )
@@ -682,6 +705,96 @@ def render(results, targets):
     return "\n".join(lines)
 
 
+def _med_range(values, fmt="{:.3f}"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return "{} [{}–{}]".format(
+        fmt.format(statistics.median(values)), fmt.format(min(values)), fmt.format(max(values))
+    )
+
+
+def _summary(results, add):
+    """Per release and implementation: what the guard costs, every measure side by side."""
+    rows = results.get("throughput", [])
+    micro = {(d["release"], d["http"]): d for d in results.get("micro", [])}
+    keys = []
+    for row in rows:
+        if (row["release"], row["http"]) not in keys:
+            keys.append((row["release"], row["http"]))
+    if not keys:
+        return
+    add("## Summary per release and implementation (global patch)")
+    add("")
+    cfg = results["meta"]["config"]
+    add(
+        "Server figures: median over that release's {} × {} × {} cases of each "
+        "case's median ratio, [lowest–highest case]. `request (in-process)` is the micro-benchmark's "
+        "whole-request cost ratio (least disturbed by the other work on the machine); `CPU/req` is "
+        "the server's CPU time per request; `rps` and `p99` are what wrk saw.".format(
+            len(cfg["loops"]), len(cfg["apps"]), len(cfg["loads"])
+        )
+    )
+    add("")
+    add(
+        "| uvicorn | http | fixes applied | request (in-process) | server CPU/req ratio | "
+        "rps ratio | p99 ratio | p50 ratio |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    applied = _applied(results)
+    for release, http in keys:
+        cases = [
+            data["summary"].get("global", {})
+            for row in rows
+            if row["release"] == release and row["http"] == http and not row.get("skipped")
+            for data in row["loads"].values()
+        ]
+        med = lambda key: [(c.get(key) or {}).get("median") for c in cases]  # noqa: E731
+        m = micro.get((release, http))
+        req = "n/a"
+        if m and "request" in m["ns"].get("global", {}):
+            req = "×{:.3f}".format(
+                m["ns"]["global"]["request"]["median"] / m["ns"]["none"]["request"]["median"]
+            )
+        add(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                release,
+                http,
+                ", ".join(applied.get((release, http), [])) or "none",
+                req,
+                _med_range(med("cpu_per_req_ratio")),
+                _med_range(med("rps_ratio")),
+                _med_range(med("p99_ratio")),
+                _med_range(med("p50_ratio")),
+            )
+        )
+    add("")
+    hooked = [d for d in results.get("micro", []) if "assignment hook" in d["patched"]["cycle"]]
+    if hooked:
+        d = hooked[0]
+        ns = d["ns"]
+        add(
+            "**Hot path.** Where the guard puts its `AssignmentHook` on `<Protocol>.cycle` "
+            "({}), the hook stores the value through `instance.__dict__[name]`. On CPython 3.11+ "
+            "that turns the instance's inline attribute values into a real dict, and it happens "
+            "in `__init__` (uvicorn assigns `self.cycle = None` there), so *every* attribute "
+            "access of every protocol instance gets slower for the connection's whole life: 3 "
+            "writes + 5 reads cost {:.0f} ns instead of {:.0f} ns (uvicorn {} {}). The "
+            "assignment itself costs {:.0f} ns instead of {:.0f}. See the experiment section and "
+            "the alternatives table under the micro-benchmark for what a property with a C-level "
+            "getter on a shadow attribute saves.".format(
+                ", ".join("{} {}".format(x["release"], x["http"]) for x in hooked),
+                ns["global"]["attr_rw"]["median"],
+                ns["none"]["attr_rw"]["median"],
+                d["release"],
+                d["http"],
+                ns["global"]["assign_cycle"]["median"],
+                ns["none"]["assign_cycle"]["median"],
+            )
+        )
+        add("")
+
+
 def _verdicts(results, targets):
     out = []
     # throughput and p99, per load
@@ -710,6 +823,27 @@ def _verdicts(results, targets):
                     w["p99"] = (p99, where)
                 if cpu is not None and (w["cpu"][0] is None or cpu > w["cpu"][0]):
                     w["cpu"] = (cpu, where)
+    floor = {}
+    for row in results.get("throughput", []):
+        if row.get("skipped"):
+            continue
+        if row.get("info", {}).get("global", {}).get("guard_applied") == []:
+            for load, data in row["loads"].items():
+                s = data["summary"].get("global") or {}
+                for key in ("rps_ratio", "p99_ratio", "cpu_per_req_ratio"):
+                    if s.get(key):
+                        floor.setdefault((load, key), []).append(s[key]["median"])
+    for (load, key), values in sorted(floor.items()):
+        out.append(
+            (
+                "noise floor, {}: {} where the guard patches nothing (0.54.0)".format(
+                    load, key.replace("_", " ")
+                ),
+                "cases range {:.3f}–{:.3f}".format(min(values), max(values)),
+                None,
+                "",
+            )
+        )
     for (load, arm), w in sorted(worst.items()):
         out.append(
             (
