@@ -291,7 +291,7 @@ def prune(cache, keep, max_age=3 * 86400):
 
 
 def build_hook_venvs(python, wheel):
-    """Two venvs on the same interpreter: wrapt + packaging, and the same plus the wheel."""
+    """Two venvs on the same interpreter, identical but for the wheel (which has no dependencies)."""
     cache = bench_cache()
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
@@ -301,7 +301,6 @@ def build_hook_venvs(python, wheel):
         py = venv / "bin" / "python"
         if not py.exists():
             run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(venv)], 300)
-            run(uv + ["pip", "install", "--python", str(py), "wrapt", "packaging"], 600)
         if name == "hook-with":
             run(
                 uv
