@@ -40,7 +40,7 @@ attempts recorded.
 
 Results: compat/results.json (every cell, machine-readable) and
 compat/RESULTS.md (the table).  A cell whose inputs (release, interpreter
-version, wheel sha256, environment recipe, MATRIX_VERSION) are unchanged is
+version, the package's files, environment recipe, MATRIX_VERSION) are unchanged is
 reused from results.json unless ``--force``; failed and skipped cells are
 always run again.  Exits 1 if any cell of the matrix is failed.
 
@@ -62,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -200,13 +201,23 @@ def parse_json(text: str):
 # one cell
 
 
-def cell_key(release, pyinfo, wheel_sha) -> tuple:
+def package_sha256(wheel) -> str:
+    """sha256 of the wheel's files but its metadata (which embeds README.md)."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as archive:
+        for name in sorted(archive.namelist()):
+            if ".dist-info/" not in name:
+                digest.update(name.encode() + b"\0" + archive.read(name) + b"\0")
+    return digest.hexdigest()
+
+
+def cell_key(release, pyinfo, package_sha) -> tuple:
     """(key, inputs): what a cell's result depends on."""
     inputs = {
         "release": release,
         "python": pyinfo["version"],
         "interpreter": os.path.realpath(pyinfo["executable"]),
-        "wheel_sha256": wheel_sha,
+        "package_sha256": package_sha,
         "env_recipe": {
             "recipe_version": envs.RECIPE_VERSION,
             "recipes": list(envs.RECIPES),
@@ -539,7 +550,7 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
         )
         return cell
     pyinfo = interpreters.interpreter_info(found[minor])
-    cell["key"], cell["inputs"] = cell_key(release, pyinfo, wheel_sha)
+    cell["key"], cell["inputs"] = cell_key(release, pyinfo, package_sha256(wheel))
     cell["expected"] = expected_decisions(release)
     try:
         info = envs.build_env(release, found[minor], wheel)
@@ -784,8 +795,12 @@ def write_markdown(data: dict, release_list: list) -> None:
                 )
             )
     lines += [
-        "- keepalive-guard wheel sha256 `%s` (tree: %s)"
-        % (last.get("wheel_sha256", "?")[:16], last.get("tree", "?")),
+        "- keepalive-guard package files sha256 `%s` (wheel `%s`, tree: %s)"
+        % (
+            last.get("package_sha256", "?")[:16],
+            last.get("wheel_sha256", "?")[:16],
+            last.get("tree", "?"),
+        ),
         "- %d cells (%d releases × the oldest and the newest CPython each supports): "
         "**%d green, %d flagged, %d failed, %d skipped**%s%s"
         % (
@@ -954,6 +969,7 @@ def main(argv=None) -> int:
     tree = git_tree()
     built = envs.build_wheel(ROOT, WORK / "dist")
     wheel_sha = envs.sha256_file(built)
+    package_sha = package_sha256(built)
     # A private copy: compat/run.py and demo.py rebuild compat/.work/dist/ under the
     # same file name, and every cell of this run must get this very wheel.
     wheel = WORK / "matrix-wheels" / wheel_sha[:16] / built.name
@@ -969,7 +985,7 @@ def main(argv=None) -> int:
         name = "%s@%s" % (release, minor)
         old = data["cells"].get(name)
         if minor in found and old and not args.force and old["state"] in (GREEN, FLAGGED):
-            key, _ = cell_key(release, interpreters.interpreter_info(found[minor]), wheel_sha)
+            key, _ = cell_key(release, interpreters.interpreter_info(found[minor]), package_sha)
             if old.get("key") == key:
                 old["roles"] = roles
                 reused.append(name)
@@ -1036,6 +1052,7 @@ def main(argv=None) -> int:
             "reused": len(reused),
             "full": full,
             "wheel_sha256": wheel_sha,
+            "package_sha256": package_sha,
             "tree": tree,
             "interpreters": found,
             "matrix_version": MATRIX_VERSION,

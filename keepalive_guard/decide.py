@@ -9,16 +9,14 @@ and reported as unrecognised, naming the method.
 """
 
 import sys
-from typing import Dict, FrozenSet, Tuple
+from typing import Dict, Optional, Tuple
 
 from . import patcher
 from .fingerprint import function_fingerprint
 from .fixes import CATALOGUE
-from .fixes.base import AssignHook, Fix
+from .fixes.base import Fix
 from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version, release
 from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, FixStatus
-
-_known_cache = {}  # type: Dict[Tuple[str, str, str], FrozenSet[str]]
 
 
 class Plan(object):
@@ -31,18 +29,12 @@ class Plan(object):
         self.hooks = []  # type: List[Tuple[str, object]]
 
 
-def known_fingerprints(fix: Fix, impl: str, key: str) -> FrozenSet[str]:
-    """Fingerprints of ``key`` in the studied releases that lack ``fix``."""
-    cache_key = (fix.id, impl, key)
-    if cache_key not in _known_cache:
-        from ._fingerprints import KNOWN  # a large table: loaded only to decide
+def studied_without_fix(fix: Fix, impl: str, key: str, fingerprint: Optional[str]) -> bool:
+    """Whether a studied release lacking ``fix`` ships ``key`` with this code."""
+    from ._fingerprints import KNOWN  # a large table: loaded only to decide
 
-        found = set()
-        for fingerprint, releases in KNOWN.get(impl, {}).get(key, {}).items():
-            if any(fix.is_broken(impl, release(text)) for text in releases):
-                found.add(fingerprint)
-        _known_cache[cache_key] = frozenset(found)
-    return _known_cache[cache_key]
+    releases = KNOWN.get(impl, {}).get(key, {}).get(fingerprint, ())
+    return any(fix.is_broken(impl, release(text)) for text in releases)
 
 
 def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], version) -> str:
@@ -56,16 +48,13 @@ def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], versio
         if patcher.is_guard_object(value):
             return "{} is already patched by another copy of keepalive-guard".format(key)
         fingerprint = function_fingerprint(value)
-        if fingerprint not in known_fingerprints(fix, impl.name, key):
+        if not studied_without_fix(fix, impl.name, key, fingerprint):
             return "{} does not match any release lacking the fix (fingerprint {})".format(
                 key, fingerprint
             )
     for hook in fix.hooks(impl.name, version):
         cls = classes[hook.role]
-        current = cls.__dict__.get(hook.name)
-        if isinstance(hook, AssignHook) and current is not None and not patcher.is_ours(current):
-            return "{}.{} is already defined on the class".format(cls.__name__, hook.name)
-        if not isinstance(hook, AssignHook) and hook.name not in cls.__dict__:
+        if hook.name not in cls.__dict__:
             return "{}.{} is missing".format(cls.__name__, hook.name)
     return ""
 

@@ -57,9 +57,6 @@ class Implementation(object):
             "cycle": getattr(module, self.cycle_name),
         }
 
-    def class_name(self, role: str) -> str:
-        return self.protocol_name if role == "protocol" else self.cycle_name
-
 
 IMPLEMENTATIONS = (
     Implementation(H11, "uvicorn.protocols.http.h11_impl", "H11Protocol", "h11"),

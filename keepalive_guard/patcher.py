@@ -8,40 +8,15 @@ all, and comes off whole or not at all.
 
 import functools
 import weakref
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from .errors import KeepaliveGuardError
-from .fixes.base import AssignHook, MethodHook
+from .fixes import completion
+from .fixes.base import CompletionHook, MethodHook
 
 MARK = "__keepalive_guard__"
 _MISSING = object()
 _ours = weakref.WeakSet()  # type: weakref.WeakSet
-
-
-class AssignmentHook(object):
-    """Set-only data descriptor: callbacks run when the attribute is assigned.
-
-    It has no ``__get__``, so reading the attribute stays an ordinary
-    instance-dict look-up; only assignment pays for the callbacks.
-    """
-
-    def __init__(self, name: str, callbacks: Sequence[Callable], fixes: Sequence[str]) -> None:
-        self.name = name
-        self.callbacks = tuple(callbacks)
-        setattr(self, MARK, tuple(fixes))
-
-    def __set__(self, instance: object, value: object) -> None:
-        for callback in self.callbacks:
-            callback(instance, value)
-        instance.__dict__[self.name] = value
-
-    def __delete__(self, instance: object) -> None:
-        del instance.__dict__[self.name]
-
-    def __repr__(self) -> str:
-        return "<keepalive-guard assignment hook {} ({})>".format(
-            self.name, ", ".join(getattr(self, MARK))
-        )
 
 
 class Patch(object):
@@ -93,8 +68,9 @@ def unwrapped(value: object) -> object:
 def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List[Patch]:
     """One Patch per (class, attribute), composing the hooks of every fix.
 
-    ``hooks`` is a sequence of (fix id, hook) in catalogue order; method hooks
-    on the same method nest, earliest fix innermost.
+    ``hooks`` is a sequence of (fix id, hook) in catalogue order; completion
+    hooks become the one wrapper of ``fixes/completion.py``; method hooks on
+    the same method nest, earliest fix innermost.
     """
     grouped = {}  # type: Dict[Tuple[str, str], List[Tuple[str, object]]]
     for fix_id, hook in hooks:
@@ -103,16 +79,18 @@ def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List
     for (role, name), entries in grouped.items():
         cls = classes[role]
         fixes = [fix_id for fix_id, _ in entries]
-        if all(isinstance(hook, AssignHook) for _, hook in entries):
-            replacement = AssignmentHook(name, [hook.callback for _, hook in entries], fixes)
+        original = getattr(cls, name)
+        if all(isinstance(hook, CompletionHook) for _, hook in entries):
+            wrapper = completion.wrap(entries[0][1].impl, original, frozenset(fixes))
+            replacement = functools.update_wrapper(wrapper, original)
         elif all(isinstance(hook, MethodHook) for _, hook in entries):
-            replacement = getattr(cls, name)
+            replacement = original
             for _, hook in entries:
                 wrapped = replacement
                 replacement = functools.update_wrapper(hook.factory(wrapped), wrapped)
-            setattr(replacement, MARK, tuple(fixes))
         else:
             raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))
+        setattr(replacement, MARK, tuple(fixes))
         _ours.add(replacement)
         patches.append(Patch(cls, name, replacement))
     return patches

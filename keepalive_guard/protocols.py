@@ -12,15 +12,16 @@ touched.  ``AutoHTTPProtocol`` is the httptools class when httptools is
 importable, else the h11 one, as uvicorn's ``auto`` does.  Each class has a
 ``keepalive_guard_status`` list saying what was decided.  Fix selection and
 strictness come from ``KEEPALIVE_GUARD_FIXES`` / ``KEEPALIVE_GUARD_STRICT``.
-Importing this module imports uvicorn's protocol modules.
+Each class is built, and its uvicorn module imported, on first use
+(Python 3.7+; on 3.6 importing this module builds all three).
 """
 
 import logging
+import sys
 from typing import List
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
-from .fixes.base import CYCLE
 from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
 from .report import UNRECOGNISED, FixStatus
 
@@ -61,8 +62,6 @@ def guarded_class(
             "keepalive_guard_status": plan.statuses,
         },
     )
-    if any(hook.role == CYCLE for _, hook in plan.hooks):
-        raise KeepaliveGuardError("a fix hooks the cycle class, which a subclass cannot reach")
     patcher.apply_all(patcher.build(plan.hooks, dict(plan.classes, protocol=cls)))
     _log(cls, plan.version_text, impl.name, plan.statuses)
     return cls
@@ -99,8 +98,34 @@ def _build_or_placeholder(implementation: str) -> type:
         return type(implementation + "Unavailable", (_Unavailable,), {"reason": str(exc)})
 
 
-H11Protocol = guarded_class(H11)
-HttpToolsProtocol = _build_or_placeholder(HTTPTOOLS)
-AutoHTTPProtocol = H11Protocol if issubclass(HttpToolsProtocol, _Unavailable) else HttpToolsProtocol
+def _build(name: str) -> type:
+    """The class ``name``, built on first use and kept as a module global."""
+    cls = globals().get(name)
+    if cls is not None:
+        return cls
+    if name == "AutoHTTPProtocol":
+        cls = _build("HttpToolsProtocol")
+        if issubclass(cls, _Unavailable):
+            cls = _build("H11Protocol")
+    elif name == "H11Protocol":
+        cls = guarded_class(H11)
+    else:
+        cls = _build_or_placeholder(HTTPTOOLS)
+    globals()[name] = cls
+    return cls
 
-__all__ = ["AutoHTTPProtocol", "H11Protocol", "HttpToolsProtocol", "guarded_class"]
+
+CLASSES = ("AutoHTTPProtocol", "H11Protocol", "HttpToolsProtocol")
+__all__ = list(CLASSES) + ["guarded_class"]
+
+if sys.version_info >= (3, 7):
+
+    def __getattr__(name: str) -> type:
+        """Build a class on first use: only the implementation a server uses is imported."""
+        if name in CLASSES:
+            return _build(name)
+        raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
+
+else:  # no module __getattr__ (PEP 562): build all three now
+    for _name in CLASSES:
+        _build(_name)

@@ -19,29 +19,36 @@ except ImportError:
     from uvicorn.workers import UvicornH11Worker as _BaseH11Worker
     from uvicorn.workers import UvicornWorker as _BaseWorker
 
-_GUARDED = {
-    "auto": protocols.AutoHTTPProtocol,
-    "h11": protocols.H11Protocol,
-    "httptools": protocols.HttpToolsProtocol,
-}
+_GUARDED = {"auto": "AutoHTTPProtocol", "h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 
 
-def _guarded_kwargs(base: type) -> dict:
-    kwargs = dict(base.CONFIG_KWARGS)
-    kwargs["http"] = _GUARDED.get(kwargs.get("http", "auto"), protocols.AutoHTTPProtocol)
-    return kwargs
+class _GuardedKwargs(object):
+    """``base.CONFIG_KWARGS`` with the guarded class, built when a worker first reads it
+    (so only the implementation the worker serves with is imported)."""
+
+    def __init__(self, base: type) -> None:
+        self.base = base
+        self.kwargs = None
+
+    def __get__(self, instance: object, owner: type) -> dict:
+        if self.kwargs is None:
+            kwargs = dict(self.base.CONFIG_KWARGS)
+            name = _GUARDED.get(kwargs.get("http", "auto"), "AutoHTTPProtocol")
+            kwargs["http"] = getattr(protocols, name)
+            self.kwargs = kwargs
+        return self.kwargs
 
 
 class UvicornWorker(_BaseWorker):
     """The base ``UvicornWorker`` with keepalive-guard's fixes."""
 
-    CONFIG_KWARGS = _guarded_kwargs(_BaseWorker)
+    CONFIG_KWARGS = _GuardedKwargs(_BaseWorker)
 
 
 class UvicornH11Worker(_BaseH11Worker):
     """The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes."""
 
-    CONFIG_KWARGS = _guarded_kwargs(_BaseH11Worker)
+    CONFIG_KWARGS = _GuardedKwargs(_BaseH11Worker)
 
 
 __all__ = ["UvicornH11Worker", "UvicornWorker"]

@@ -317,7 +317,8 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
     warnings = [
         r for r in caplog.records if r.name == "keepalive_guard" and r.levelno == logging.WARNING
     ]
-    timer_fixes = [fix for fix in ("D", "E", "E2") if has_bug(fix, "h11")]
+    # every fix relies on on_response_complete (C, D and E hook it; E2 reads it)
+    timer_fixes = [fix for fix in FIXES if has_bug(fix, "h11")]
     for fix in FIXES:
         for impl in IMPLS:
             if impl == "h11" and fix in timer_fixes:
@@ -331,8 +332,8 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
             else:
                 assert got[fix, impl] == expected(fix, impl), (fix, impl)
     if not timer_fixes:
-        # every timer fix is upstream in this release: nothing to recognise, no warning
-        for fix in ("D", "E", "E2"):
+        # every fix is upstream in this release: nothing to recognise, no warning
+        for fix in FIXES:
             assert got[fix, "h11"] == "fixed upstream"
         assert warnings == []
     assert len(warnings) == len(timer_fixes)
@@ -369,8 +370,8 @@ def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
     """A strict re-install that fails leaves the previous install in force."""
     if httptools_impl is None:
         pytest.skip("needs httptools")
-    # C (httptools) and E2 (h11) do not depend on HttpToolsProtocol.on_response_complete.
-    guard.install(fixes="C,E2")
+    # E2 (h11 only) does not depend on HttpToolsProtocol.on_response_complete.
+    guard.install(fixes="E2")
     before = sorted((c.__name__, n) for c, n in changed(PRISTINE))
     before_states = states(guard.status())
     monkeypatch.setattr(
@@ -378,12 +379,12 @@ def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
         "on_response_complete",
         _foreign_httptools_on_response_complete,
     )
-    if any(has_bug(fix, "httptools") for fix in ("D", "E")):
+    if any(has_bug(fix, "httptools") for fix in ("C", "D", "E")):
         with pytest.raises(KeepaliveGuardError) as info:
             guard.install(strict=True)
         assert "HttpToolsProtocol.on_response_complete" in str(info.value)
         report = guard.status()
-        assert report.installed and report.selected == ["C", "E2"] and not report.strict
+        assert report.installed and report.selected == ["E2"] and not report.strict
         assert states(report) == before_states
         foreign = (httptools_impl.HttpToolsProtocol, "on_response_complete")
         now = sorted((c.__name__, n) for c, n in changed(PRISTINE) if (c, n) != foreign)

@@ -140,6 +140,21 @@ def pipelined_batch_reading_bodies(client, deadline):
     return _read(client, 5, deadline, head=(2,))
 
 
+@case(2)
+def pipelined_body_arriving_later(client, deadline):
+    """A POST queued behind a request, its body arriving in two parts later.
+
+    (The queued request gets no body signal before it starts; on httptools
+    with bug C its first signal may go to the request before it.)
+    """
+    body = b"a body sent in two parts"
+    request = post("/echo", body)
+    client.send(get("/echo") + request[: -len(body) + 4])
+    time.sleep(0.2)
+    client.send(request[-len(body) + 4 :])
+    return _read(client, 2, deadline)
+
+
 @case(1)
 def streaming_response(client, deadline):
     client.send(get("/stream"))
@@ -249,6 +264,10 @@ def test_identical_bytes(http, name):
         # Without the guard this release loses every pipelined request after the
         # first that reads its body (bug C); with it they are all answered.
         assert plain["statuses"][:1] == [200] and None in plain["statuses"], plain
+        return
+    if name == "pipelined_body_arriving_later" and http == "httptools" and has_bug("C", http):
+        # Unguarded, whether the queued POST is answered depends on timing (bug C).
+        assert b"a body sent in two parts" in guarded["transcript"], guarded
         return
     if count is not None:
         assert plain["statuses"] == [200] * count, (plain, logs["plain"])

@@ -333,6 +333,37 @@ def test_guarded_class_decisions(name):
     assert cls.__mro__[1] is base  # (that base stays untouched: test_guarded_class_in_config)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 7), reason="module __getattr__ is 3.7+")
+@pytest.mark.parametrize("name", ["H11Protocol", "HttpToolsProtocol"])
+def test_guarded_class_imports_only_its_implementation(name):
+    """Building one class imports uvicorn's module of that implementation only."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import keepalive_guard.protocols as protocols
+        names = ["uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"]
+        def impl_modules():
+            return [m for m in names if m in sys.modules]
+        before = impl_modules()
+        getattr(protocols, %r)
+        after = impl_modules()
+        built = [n for n in protocols.CLASSES if n in vars(protocols)]
+        print(json.dumps([before, after, built]))
+        """
+        % name
+    ).replace("import sys", "import json, sys")
+    impl = _class_impl(name)
+    if impl not in IMPLEMENTATIONS:
+        pytest.skip("{} is not installed".format(impl))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=clean_env(), stdout=subprocess.PIPE, timeout=60
+    ).stdout.decode()
+    before, after, built = json.loads(out)
+    module = "uvicorn.protocols.http.{}_impl".format(impl)
+    assert before == [] and after == [module], out
+    assert built == [name], out
+
+
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_unguarded_serve_baseline(class_results, impl):
     """The same serve module with uvicorn's own class shows the bug on every connection."""

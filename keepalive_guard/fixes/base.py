@@ -1,19 +1,18 @@
 """What a fix is: where it hooks into uvicorn and which releases need it.
 
 A fix never replaces a whole uvicorn method.  It adds a small piece of
-behaviour at one of the hook points that have not moved since 0.2.21
-(see ``docs`` in the README): before or after a protocol method, or when the
-protocol assigns ``self.cycle``.  The patcher composes the hooks of all
-selected fixes into one replacement per attribute.
+behaviour before or after a protocol method at one of the hook points that
+have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
+when a response completes, through one shared wrapper) and the h11 upgrade
+method.  The patcher builds one replacement per method.
 """
 
 from typing import Callable, Dict, Optional, Tuple
 
 from ..implementations import Release, release
 
-# Roles of the classes a hook can target (see implementations.Implementation).
+# The role of the class every hook targets (see implementations.Implementation).
 PROTOCOL = "protocol"
-CYCLE = "cycle"
 
 
 class MethodHook(object):
@@ -27,19 +26,20 @@ class MethodHook(object):
         self.factory = factory
 
 
-class AssignHook(object):
-    """Call ``callback(instance, value)`` whenever ``role.name`` is assigned.
+class CompletionHook(object):
+    """Switch the fix's step on in the one wrapper of ``on_response_complete``.
 
-    Installed as a set-only data descriptor: reads stay plain instance-dict
-    look-ups, so the hot path pays only on assignment.
+    The fixes that act when a response completes (C, D, E) share that wrapper
+    (``fixes/completion.py``) instead of each adding a call layer: it runs on
+    every response of a production server.
     """
 
-    kind = "assign"
+    kind = "completion"
+    role = PROTOCOL
+    name = "on_response_complete"
 
-    def __init__(self, role: str, name: str, callback: Callable) -> None:
-        self.role = role
-        self.name = name
-        self.callback = callback
+    def __init__(self, impl: str) -> None:
+        self.impl = impl
 
 
 class Fix(object):

@@ -7,49 +7,51 @@ The protocol owns one ``asyncio.Event`` and hands it to every cycle, and
 nothing sets it when a response completes.  A ``receive()`` of request 1 that
 is still waiting after its response (a background task listening for
 ``http.disconnect``) eats the wake-up meant for request 2, whose body read
-then hangs.  The fix, as upstream: a fresh event per cycle; the protocol's
-own ``self.message_event.set()`` calls (body data, end of message, connection
-lost) reach the current cycle's event; and the cycle's event is set when its
-response completes, so a lingering ``receive()`` returns ``http.disconnect``.
+then hangs; on httptools a pipelined request's body signal is eaten the same
+way by the request before it.
 
-Hook: when the protocol assigns ``self.cycle``.  In 0.2.21-0.12.2 every
-``.set()`` of the protocol-wide event is meant for ``self.cycle``, so pointing
-the protocol's ``message_event`` at the new cycle's event reroutes them all.
+Upstream gives every cycle its own event and sets it when the response
+completes.  Sharing is harmless until one of two things is true when a
+response completes: a ``receive()`` of that request is still waiting on the
+event, or (httptools) requests behind it are already parsed and queued.  So
+the step (run first in ``on_response_complete``, see ``completion.py``) does
+upstream's work exactly then, and costs two attribute reads otherwise: the
+requests that follow get a fresh event (the protocol's own ``.set()`` calls
+go to ``self.message_event``, so they follow it), a queued request that
+already has body data or its end is told so on the fresh event, and the old
+event is set so the lingering ``receive()`` returns ``http.disconnect``.
 """
 
 import asyncio
-from typing import Tuple
+from typing import Sequence, Tuple
 
 from ..implementations import Release
-from .base import PROTOCOL, AssignHook, Fix
+from .base import CompletionHook, Fix
 
 
-def _own_event_per_cycle(protocol: object, cycle: object) -> None:
-    if cycle is None:
-        return
-    event = asyncio.Event()
-    cycle.message_event = event
-    protocol.message_event = event
-    on_response = cycle.on_response
-
-    def on_response_complete() -> None:
-        # Upstream sets the event in send() just before on_response().
-        event.set()
-        on_response()
-
-    cycle.on_response = on_response_complete
+def reroute(protocol: object, event: asyncio.Event, queued: Sequence[Tuple]) -> None:
+    """Move the protocol and its queued cycles off ``event``, then set it."""
+    fresh = asyncio.Event()
+    protocol.message_event = fresh
+    for cycle, _app in queued:
+        cycle.message_event = fresh
+        if cycle.body or not cycle.more_body:
+            fresh.set()
+    event.set()
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
-    return (AssignHook(PROTOCOL, "cycle", _own_event_per_cycle),)
+    return (CompletionHook(impl),)
 
 
 _INSPECTS = {
     "h11": (
+        "H11Protocol.on_response_complete",
         "H11Protocol.handle_events",
         "H11Protocol.connection_lost",
     ),
     "httptools": (
+        "HttpToolsProtocol.on_response_complete",
         "HttpToolsProtocol.on_headers_complete",
         "HttpToolsProtocol.on_body",
         "HttpToolsProtocol.on_message_complete",

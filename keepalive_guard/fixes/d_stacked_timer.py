@@ -7,25 +7,18 @@ Broken in 0.2.21-0.12.2, h11 and httptools.
 cancelling a pending one; two completions with no read in between
 (pipelining) leak the first timer, which later closes a busy connection.
 The fix, as upstream: cancel any pending timer before arming a new one.
+
+Step (``completion.py``): before the original ``on_response_complete``.
 """
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 from ..implementations import Release
-from .base import PROTOCOL, Fix, MethodHook
-from .timers import cancel_keepalive
-
-
-def _cancel_before(original: Callable) -> Callable:
-    def on_response_complete(self):
-        cancel_keepalive(self)
-        return original(self)
-
-    return on_response_complete
+from .base import CompletionHook, Fix
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
-    return (MethodHook(PROTOCOL, "on_response_complete", _cancel_before),)
+    return (CompletionHook(impl),)
 
 
 _PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}

@@ -9,46 +9,35 @@ nothing disarms it, so a request slower than ``timeout_keep_alive`` is cut
 off: on h11 with ``LocalProtocolError`` from ``timeout_keep_alive_handler``
 and a lost response, on httptools by closing the connection mid-request.
 
-h11, as upstream: cancel the timer when a new request starts being
-processed, i.e. when the protocol assigns a new ``self.cycle`` (h11 creates
-cycles only there).  httptools, as upstream: no timer while a pipelined
-request is queued, i.e. cancel the one just armed if ``on_response_complete``
-found a queued request to start.
+Steps (``completion.py``), after the original ``on_response_complete``, the
+only place a buffered request starts with the timer armed (``data_received``
+cancels it before any new bytes are parsed, on every release): h11, as
+upstream, no timer once a new request is being processed, i.e. cancel if the
+original's ``handle_events`` assigned a new ``self.cycle``; httptools, as
+upstream, no timer while a pipelined request runs, i.e. cancel if a queued
+request was there to start.
 """
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 from ..implementations import Release
-from .base import PROTOCOL, AssignHook, Fix, MethodHook
-from .timers import cancel_keepalive
-
-
-def _cancel_on_new_request(protocol: object, cycle: object) -> None:
-    if cycle is not None:
-        cancel_keepalive(protocol)
-
-
-def _no_timer_while_pipelined(original: Callable) -> Callable:
-    def on_response_complete(self):
-        queued = bool(self.pipeline)
-        original(self)
-        if queued:
-            cancel_keepalive(self)
-
-    return on_response_complete
+from .base import CompletionHook, Fix
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
-    if impl == "h11":
-        return (AssignHook(PROTOCOL, "cycle", _cancel_on_new_request),)
-    return (MethodHook(PROTOCOL, "on_response_complete", _no_timer_while_pipelined),)
+    return (CompletionHook(impl),)
 
 
 _INSPECTS = {
-    "h11": ("H11Protocol.on_response_complete", "H11Protocol.handle_events"),
+    "h11": (
+        "H11Protocol.on_response_complete",
+        "H11Protocol.handle_events",
+        "H11Protocol.data_received",
+    ),
     "httptools": (
         "HttpToolsProtocol.on_response_complete",
         "HttpToolsProtocol.on_headers_complete",
+        "HttpToolsProtocol.data_received",
     ),
 }
 

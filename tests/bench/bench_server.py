@@ -13,14 +13,11 @@ Modes:
 ``global``  ``keepalive_guard.install()`` before uvicorn is imported (the
             global patch: uvicorn's own protocol classes are patched when
             their modules load).
-``alt-property`` / ``alt-cycle-init``
-            ``global``, then the protocol modules are imported and every
-            ``AssignmentHook`` is swapped for an experimental alternative
-            (tests/bench/alt_hooks.py); for the "experiment" section only.
 ``route``   ``uvicorn.Config(http=<class>)`` with
             ``keepalive_guard.protocols.H11Protocol`` / ``HttpToolsProtocol``
-            and no global patch.  Exits with status 3 and "not available" on
-            stderr if that module cannot be imported.
+            and no global patch (the class is built, and its uvicorn module
+            imported, on first use).  Exits with status 3 and "not
+            available" on stderr if that module or class cannot be had.
 
 Apps: ``hello`` is a bare ASGI callable answering 13 bytes of text/plain;
 ``fastapi`` is a FastAPI app whose ``GET /`` returns a small JSON object.
@@ -197,25 +194,16 @@ def main(argv=None):
     parser.add_argument("--http", choices=("h11", "httptools"), required=True)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--app", choices=("hello", "fastapi"), default="hello")
-    parser.add_argument(
-        "--mode",
-        choices=("none", "global", "route", "alt-property", "alt-cycle-init"),
-        default="none",
-    )
+    parser.add_argument("--mode", choices=("none", "global", "route"), default="none")
     parser.add_argument("--timeout-keep-alive", type=float, default=5)
     args = parser.parse_args(argv)
 
     INFO["mode"] = args.mode
     http = args.http
-    if args.mode == "global" or args.mode.startswith("alt-"):
+    if args.mode == "global":
         import keepalive_guard
 
         keepalive_guard.install()
-    if args.mode.startswith("alt-"):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import alt_hooks
-
-        INFO["alt_hooks"] = alt_hooks.apply(args.mode[len("alt-") :])
     elif args.mode == "route":
         try:
             from keepalive_guard import protocols
@@ -223,9 +211,18 @@ def main(argv=None):
             sys.stderr.write("not available: keepalive_guard.protocols: {!r}\n".format(exc))
             return 3
         name = "H11Protocol" if args.http == "h11" else "HttpToolsProtocol"
-        http = getattr(protocols, name, None)
-        if http is None:
-            sys.stderr.write("not available: keepalive_guard.protocols.{}\n".format(name))
+        try:  # built here, on first use (module __getattr__)
+            http = getattr(protocols, name)
+        except Exception as exc:
+            sys.stderr.write(
+                "not available: keepalive_guard.protocols.{}: {!r}\n".format(name, exc)
+            )
+            return 3
+        if issubclass(http, getattr(protocols, "_Unavailable", ())):
+            # a placeholder: its implementation cannot be imported here
+            sys.stderr.write(
+                "not available: keepalive_guard.protocols.{}: {}\n".format(name, http.reason)
+            )
             return 3
         INFO["route_class"] = "{}.{}".format(http.__module__, http.__qualname__)
         INFO["route_mro"] = ["{}.{}".format(c.__module__, c.__qualname__) for c in http.__mro__]

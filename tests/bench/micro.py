@@ -11,16 +11,18 @@ which patches the same class in place), so the same instance is timed both
 ways.  Timed statements (timeit, ``number`` calls per sample):
 
 ``assign_cycle``   ``cycle.on_response = bound; protocol.cycle = cycle``: the
-                   assignment uvicorn makes once per request; guarded, it goes
-                   through ``AssignmentHook.__set__`` and the fix callbacks.
-                   (Resetting ``on_response`` keeps fix C from wrapping an
-                   already wrapped callback; both arms pay it.)
+                   assignment uvicorn makes once per request.  The guard puts
+                   nothing on ``cycle`` (a plain instance attribute in both
+                   arms), so this should cost the same guarded and not: kept
+                   as the evidence.  (The ``on_response`` reset is kept so the
+                   figures compare with earlier runs; both arms pay it.)
 ``orc_keepalive``  ``protocol.on_response_complete()`` on an open transport:
                    arms the keep-alive timer (the harness then cancels it, in
                    both arms; the loop is run between samples so asyncio drops
                    the cancelled handles).
 ``orc_closing``    the same on a closing transport: the original returns after
-                   one counter increment, so this isolates the wrappers.
+                   one counter increment, so this isolates the guard's one
+                   wrapper (the steps of C, D and E, fixes/completion.py).
 ``harness``        the timer reset alone, to subtract.
 ``request``        a whole keep-alive request: ``data_received(b"GET / ...")`` on a
                    fresh instance created in that arm's state, the hello app's
@@ -30,25 +32,22 @@ ways.  Timed statements (timeit, ``number`` calls per sample):
 ``attr_rw``        three writes and five reads of other protocol attributes
                    (``url``, ``scope``, ``headers``; ``transport``, ``flow``,
                    ``cycle``, ``loop``, ``server_state``): on CPython 3.11+
-                   an instance whose ``__dict__`` was touched (the hook stores
-                   through ``instance.__dict__``) loses the inline-values
-                   layout, which may slow every attribute access.
+                   an instance whose ``__dict__`` was materialised (as a
+                   descriptor storing through ``instance.__dict__`` would do)
+                   loses the inline-values layout, which slows every
+                   attribute access.  The guard touches no instance
+                   ``__dict__``, so this too should show no difference.
 
 The unguarded arm uses an instance created while the guard was not
-installed; the guarded arm one created while it was (uvicorn assigns
-``self.cycle = None`` in ``__init__``, so the hook runs there too), as in a
-real server.
+installed; the guarded arm one created while it was, as in a real server.
+``patched`` in the output records what the guard put on the class:
+``on_response_complete`` is "one wrapper (C, D, E)" (the fix ids from the
+wrapper's ``__keepalive_guard__`` attribute) or "original".
 
-Arms ``alt-property`` / ``alt-cycle-init`` (only where the guard puts an
-AssignmentHook on ``cycle``): the guard installed, then that hook swapped for
-the experimental alternatives of tests/bench/alt_hooks.py (same callbacks);
-with ``cycle-init`` the assignment is plain and the callbacks' cost moves to
-the cycle's construction, which only ``request`` sees.
-
-Also, when ``keepalive_guard.protocols`` exists, the same statements on an
-instance of its class for this implementation (guarded route, no global
-patch).  Prints one JSON line; times in nanoseconds per call (median of the
-samples, and min).
+Also, when ``keepalive_guard.protocols`` can build its class for this
+implementation (on first use), the same statements on an instance of that
+class (guarded route, no global patch).  Prints one JSON line; times in
+nanoseconds per call (median of the samples, and min).
 """
 
 import argparse
@@ -56,7 +55,6 @@ import asyncio
 import importlib
 import inspect
 import json
-import os
 import statistics
 import sys
 import time
@@ -230,6 +228,12 @@ def describe(cls, name):
     )
 
 
+def describe_wrapper(cls, name):
+    """What the guard put on ``cls.name``: "one wrapper (C, D, E)" or "original"."""
+    fixes = getattr(getattr(cls, name, None), "__keepalive_guard__", None)
+    return "one wrapper ({})".format(", ".join(fixes)) if fixes else "original"
+
+
 class Arm(object):
     """One way of running uvicorn's protocol: enter() / leave() switch the process to it."""
 
@@ -267,7 +271,6 @@ def main(argv=None):
         "uvicorn.protocols.http." + ("h11_impl" if args.http == "h11" else "httptools_impl")
     )
     cls = getattr(module, "H11Protocol" if args.http == "h11" else "HttpToolsProtocol")
-    cycle_cls = module.RequestResponseCycle
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -276,9 +279,11 @@ def main(argv=None):
     applied = sorted(s.fix for s in report.applied if s.implementation == args.http)
     patched = {
         "cycle": describe(cls, "cycle"),
-        "on_response_complete": describe(cls, "on_response_complete"),
+        "on_response_complete": describe_wrapper(cls, "on_response_complete"),
     }
-    has_hook = "AssignmentHook" in type(cls.__dict__.get("cycle")).__name__
+    for name in ("handle_upgrade", "handle_websocket_upgrade"):  # E2 (h11)
+        if hasattr(cls, name):
+            patched[name] = describe_wrapper(cls, name)
     keepalive_guard.uninstall()
 
     arms = [
@@ -288,33 +293,11 @@ def main(argv=None):
     route_error = None
     try:
         protocols = importlib.import_module("keepalive_guard.protocols")
+        # built here, on first use (the module's __getattr__)
         route_cls = getattr(protocols, "H11Protocol" if args.http == "h11" else "HttpToolsProtocol")
         arms.append(Arm("route", route_cls))
     except Exception as exc:  # module being written elsewhere: report, do not fail
         route_error = "{}: {}".format(type(exc).__name__, exc)
-
-    if has_hook:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import alt_hooks
-
-        saved = {}
-
-        def enter_alt(kind):
-            def enter():
-                keepalive_guard.install()
-                saved["cycle"] = cls.__dict__["cycle"]
-                saved["init"] = cycle_cls.__dict__["__init__"]
-                alt_hooks.apply(kind, [(cls, cycle_cls)])
-
-            return enter
-
-        def leave_alt():
-            cycle_cls.__init__ = saved["init"]
-            cls.cycle = saved["cycle"]  # the guard's own hook, for uninstall()
-            keepalive_guard.uninstall()
-
-        arms.append(Arm("alt-property", cls, enter_alt("property"), leave_alt))
-        arms.append(Arm("alt-cycle-init", cls, enter_alt("cycle-init"), leave_alt))
 
     # One instance per arm for the timeit statements, created in that arm's state.
     instances = {}

@@ -42,7 +42,7 @@ def _env_rows(meta):
 def _applied(results):
     """Fixes the global patch applied per (release, impl), from the servers' /_info."""
     out = {}
-    for row in results.get("throughput", []) + results.get("experiment", []):
+    for row in results.get("throughput", []):
         info = (row.get("info") or {}).get("global")
         if info and "guard_applied" in info:
             fixes = [
@@ -317,49 +317,6 @@ def render(results, targets):
                 add("- " + note.replace("|", "/"))
             add("")
 
-    # ---- experiment
-    rows = results.get("experiment", [])
-    if rows:
-        add("## Experiment: alternatives to the AssignmentHook")
-        add("")
-        add(
-            "Same method (keep-alive load, hello app, asyncio), arms side by side: **global** = "
-            "the package as is; **alt-property** = its AssignmentHook swapped for "
-            "`property(operator.attrgetter('_kg_cycle'), fset)` running the same fix callbacks; "
-            "**alt-cycle-init** = no descriptor, the same callbacks run from a wrapper of "
-            "`RequestResponseCycle.__init__` with `kwargs['on_response'].__self__` as the "
-            "protocol (tests/bench/alt_hooks.py)."
-        )
-        add("")
-        add(
-            "| uvicorn | http | none rps | none CPU/req µs | CPU/req ratio: global | alt-property | "
-            "alt-cycle-init | rps ratio: global | alt-property | alt-cycle-init | p99 ratio: global "
-            "| alt-property | alt-cycle-init |"
-        )
-        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for row in rows:
-            if row.get("skipped"):
-                continue
-            s = row["loads"]["keepalive"]["summary"]
-            add(
-                "| {} | {} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                    row["release"],
-                    row["http"],
-                    s["none"]["rps_median"],
-                    _f(s["none"].get("cpu_us_per_req_median"), "{:.1f}"),
-                    _ratio(s.get("global", {}).get("cpu_per_req_ratio")),
-                    _ratio(s.get("alt-property", {}).get("cpu_per_req_ratio")),
-                    _ratio(s.get("alt-cycle-init", {}).get("cpu_per_req_ratio")),
-                    _ratio(s.get("global", {}).get("rps_ratio")),
-                    _ratio(s.get("alt-property", {}).get("rps_ratio")),
-                    _ratio(s.get("alt-cycle-init", {}).get("rps_ratio")),
-                    _ratio(s.get("global", {}).get("p99_ratio")),
-                    _ratio(s.get("alt-property", {}).get("p99_ratio")),
-                    _ratio(s.get("alt-cycle-init", {}).get("p99_ratio")),
-                )
-            )
-        add("")
-
     # ---- memory
     rows = results.get("memory", [])
     if rows:
@@ -593,15 +550,18 @@ def render(results, targets):
             "that arm (data_received, the hello app's task, its two sends, on_response_complete), "
             "{} requests per round, µs per request — the low-noise, in-process counterpart of the "
             "server's CPU per request. `cycle =`: `cycle.on_response = m; protocol.cycle = "
-            "cycle` (uvicorn assigns once per request). `on_response_complete`: open transport, "
-            "timer armed then cancelled by the harness (included in both); `closing`: the original "
-            "returns at once, so the difference is the wrappers alone. `attr r/w`: 3 writes + 5 "
-            "reads of other protocol attributes, on an instance created in that arm. Nanoseconds "
-            "unless stated.".format(rows[0]["rounds"], rows[0].get("requests", "?"))
+            "cycle` (uvicorn assigns once per request; the guard puts nothing on `cycle`, so "
+            "the two arms should match). `on_response_complete`: open transport, timer armed then "
+            "cancelled by the harness (included in both); `closing`: the original returns at once, "
+            "so the difference is the guard's one wrapper alone. `attr r/w`: 3 writes + 5 reads of "
+            "other protocol attributes, on an instance created in that arm (the guard touches no "
+            "instance `__dict__`, so these should match too). Nanoseconds unless stated.".format(
+                rows[0]["rounds"], rows[0].get("requests", "?")
+            )
         )
         add("")
         add(
-            "| uvicorn | http | fixes | hook on `cycle` | request µs none → global (ratio; min-based) "
+            "| uvicorn | http | fixes | on `on_response_complete` | request µs none → global (ratio; min-based) "
             "| `cycle =` none → global | on_response_complete none → global | closing none → global "
             "| attr r/w ×8 none → global | route: request ratio |"
         )
@@ -625,9 +585,7 @@ def render(results, targets):
                     d["release"],
                     d["http"],
                     ", ".join(d["applied"]) or "none",
-                    d["patched"]["cycle"]
-                    .replace("<keepalive-guard assignment hook ", "AssignmentHook ")
-                    .replace(">", ""),
+                    _on_completion(d["patched"]),
                     "{:.1f} → {:.1f} (×{:.3f}; ×{:.3f})".format(
                         ns["none"]["request"]["median"] / 1e3,
                         ns["global"]["request"]["median"] / 1e3,
@@ -648,48 +606,6 @@ def render(results, targets):
                 )
             )
         add("")
-        alts = [d for d in rows if "alt-property" in d["ns"]]
-        if alts:
-            add(
-                "Hook alternatives in the same processes (see the experiment section): request "
-                "µs and ratio to unguarded (median; min-based), `cycle =` and attr r/w ns."
-            )
-            add("")
-            add(
-                "| uvicorn | http | global request | alt-property request | alt-cycle-init request | "
-                "`cycle =` global / alt-property / alt-cycle-init | attr r/w ×8 none / global / "
-                "alt-property / alt-cycle-init |"
-            )
-            add("|---|---|---|---|---|---|---|")
-            for d in alts:
-                ns = d["ns"]
-
-                def cell(arm):
-                    med = ns[arm]["request"]["median"]
-                    return "{:.1f} (×{:.3f}; ×{:.3f})".format(
-                        med / 1e3,
-                        med / ns["none"]["request"]["median"],
-                        ns[arm]["request"]["min"] / ns["none"]["request"]["min"],
-                    )
-
-                add(
-                    "| {} | {} | {} | {} | {} | {:.0f} / {:.0f} / {:.0f} | {:.0f} / {:.0f} / {:.0f} / "
-                    "{:.0f} |".format(
-                        d["release"],
-                        d["http"],
-                        cell("global"),
-                        cell("alt-property"),
-                        cell("alt-cycle-init") if "alt-cycle-init" in ns else "n/a",
-                        ns["global"]["assign_cycle"]["median"],
-                        ns["alt-property"]["assign_cycle"]["median"],
-                        ns.get("alt-cycle-init", ns["alt-property"])["assign_cycle"]["median"],
-                        ns["none"]["attr_rw"]["median"],
-                        ns["global"]["attr_rw"]["median"],
-                        ns["alt-property"]["attr_rw"]["median"],
-                        ns.get("alt-cycle-init", ns["alt-property"])["attr_rw"]["median"],
-                    )
-                )
-            add("")
     if results.get("errors"):
         add("## Section errors")
         add("")
@@ -703,6 +619,25 @@ def render(results, targets):
     )
     add("")
     return "\n".join(lines)
+
+
+def _on_completion(patched):
+    """The micro table's cell for what the guard put on ``on_response_complete``.
+
+    micro.py now records "one wrapper (C, D, E)" or "original"; results from
+    before the single completion wrapper recorded ``<Class>.on_response_complete
+    (D,E)`` and a separate hook on ``cycle``, shown here as they were.
+    """
+    text = patched.get("on_response_complete", "n/a")
+    if text.startswith("one wrapper") or text == "original":
+        return text
+    fixes = text.rpartition("(")[2].rstrip(")")
+    fixes = ", ".join(f.strip() for f in fixes.split(","))
+    text = "original" if fixes == "original" else "wrapper ({})".format(fixes)
+    cycle = patched.get("cycle", "")
+    if "assignment hook" in cycle:
+        text += " + hook on `cycle` ({})".format(cycle.rpartition("(")[2].rstrip(")>"))
+    return text
 
 
 def _med_range(values, fmt="{:.3f}"):
@@ -769,30 +704,6 @@ def _summary(results, add):
             )
         )
     add("")
-    hooked = [d for d in results.get("micro", []) if "assignment hook" in d["patched"]["cycle"]]
-    if hooked:
-        d = hooked[0]
-        ns = d["ns"]
-        add(
-            "**Hot path.** Where the guard puts its `AssignmentHook` on `<Protocol>.cycle` "
-            "({}), the hook stores the value through `instance.__dict__[name]`. On CPython 3.11+ "
-            "that turns the instance's inline attribute values into a real dict, and it happens "
-            "in `__init__` (uvicorn assigns `self.cycle = None` there), so *every* attribute "
-            "access of every protocol instance gets slower for the connection's whole life: 3 "
-            "writes + 5 reads cost {:.0f} ns instead of {:.0f} ns (uvicorn {} {}). The "
-            "assignment itself costs {:.0f} ns instead of {:.0f}. See the experiment section and "
-            "the alternatives table under the micro-benchmark for what a property with a C-level "
-            "getter on a shadow attribute saves.".format(
-                ", ".join("{} {}".format(x["release"], x["http"]) for x in hooked),
-                ns["global"]["attr_rw"]["median"],
-                ns["none"]["attr_rw"]["median"],
-                d["release"],
-                d["http"],
-                ns["global"]["assign_cycle"]["median"],
-                ns["none"]["assign_cycle"]["median"],
-            )
-        )
-        add("")
 
 
 def _verdicts(results, targets):

@@ -46,10 +46,8 @@ Sections (``--only`` picks some):
                 imported, in fresh processes (tests/bench/activation.py).
 ``hook``        interpreter start-up, ``python -c pass``, with and without the
                 wheel (its keepalive_guard.pth) in two otherwise identical venvs.
-``micro``       per-call cost of the hooks on uvicorn's per-request path
-                (tests/bench/micro.py).
-``experiment``  hot-path alternatives to the guard's AssignmentHook
-                (tests/bench/alt_hooks.py), measured like ``throughput``.
+``micro``       per-call cost of the guard's wrappers on uvicorn's per-request
+                path (tests/bench/micro.py).
 
 Only 127.0.0.1 is used.  Every server is started by this script and stopped by
 its PID (SIGTERM, then SIGKILL after 10 s); every wait and loop is bounded.
@@ -86,8 +84,7 @@ import envs  # noqa: E402  (compat/envs.py)
 RELEASES = ("0.12.2", "0.27.0", "0.54.0")
 IMPLS = ("h11", "httptools")
 ARMS = ("none", "global", "route")
-EXPERIMENT_ARMS = ("none", "global", "alt-property", "alt-cycle-init")
-SECTIONS = ("throughput", "memory", "retention", "activation", "hook", "micro", "experiment")
+SECTIONS = ("throughput", "memory", "retention", "activation", "hook", "micro")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -110,8 +107,6 @@ FULL = {
     "micro_rounds": 7,
     "micro_number": 20000,
     "micro_requests": 2000,
-    "exp_pairs": 5,
-    "exp_configs": (("0.12.2", "h11"), ("0.12.2", "httptools"), ("0.27.0", "h11")),
     "quiet_wait": 10,  # max seconds to wait for the machine to calm down before a pair
     "quiet_budget": 2400,  # max seconds of such waiting in the whole run
 }
@@ -132,8 +127,6 @@ QUICK = dict(
     micro_rounds=3,
     micro_number=5000,
     micro_requests=300,
-    exp_pairs=1,
-    exp_configs=(("0.12.2", "h11"),),
     quiet_wait=2,
     quiet_budget=20,
 )
@@ -811,22 +804,6 @@ def section_throughput(cfg, envinfo, results):
                     save(results)
 
 
-def section_experiment(cfg, envinfo, results):
-    rows = results.setdefault("experiment", [])
-    for release, http in cfg["exp_configs"]:
-        if release not in envinfo["envs"]:
-            continue
-        py = envinfo["envs"][release]["python"]
-        log("experiment: uvicorn {} {} asyncio hello".format(release, http))
-        ecfg = dict(cfg, pairs=cfg["exp_pairs"])
-        out = ab_session(
-            py, http, "asyncio", "hello", EXPERIMENT_ARMS, ("keepalive",), ecfg, release
-        )
-        out.update({"release": release, "http": http, "loop": "asyncio", "app": "hello"})
-        rows.append(out)
-        save(results)
-
-
 def section_memory(cfg, envinfo, results):
     rows = results.setdefault("memory", [])
     n = cfg["mem_requests"]
@@ -1392,8 +1369,6 @@ def run_section(section, cfg, envinfo, results, args):
         section_hook(cfg, envinfo, results, args.python)
     elif section == "micro":
         section_micro(cfg, envinfo, results)
-    elif section == "experiment":
-        section_experiment(cfg, envinfo, results)
 
 
 def main(argv=None):
@@ -1459,12 +1434,8 @@ def main(argv=None):
     WORK.mkdir(parents=True, exist_ok=True)
     try:
         ensure_wrk()
-        exp_releases = {r for r, _ in cfg["exp_configs"]} if "experiment" in sections else set()
         all_releases = tuple(
-            sorted(
-                set(cfg["releases"]) | exp_releases,
-                key=lambda r: tuple(int(x) for x in r.split(".")),
-            )
+            sorted(set(cfg["releases"]), key=lambda r: tuple(int(x) for x in r.split(".")))
         )
         envinfo = build_environments(all_releases, args.python)
         results = {
