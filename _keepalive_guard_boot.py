@@ -1,8 +1,12 @@
 """keepalive-guard's import hooks and start-up hook (stdlib only, Python 3.6+).
 
-``keepalive_guard.pth`` runs ``boot()`` in every interpreter that has
-keepalive-guard installed, so this module does as little as possible and
-never raises into an import:
+``keepalive_guard.pth`` runs in every interpreter that has keepalive-guard
+installed.  It imports nothing: with ``KEEPALIVE_GUARD`` set it calls
+``boot()`` at once; otherwise it puts first on ``sys.meta_path`` a finder that
+only calls ``boot()`` when ``uvicorn`` is first imported (and finds nothing
+itself), so an interpreter that never imports uvicorn never loads this
+module.  This module does as little as possible and never raises into an
+import:
 
 * ``when_imported(name, callback)`` calls ``callback(module)`` once ``name``
   has finished importing (at once if it already has): the guard patches
@@ -29,6 +33,7 @@ HTTP_NAMES = (
 
 _lock = _thread.RLock()
 _callbacks = {}  # module name -> [callback, ...] still to run
+_booted = False
 
 
 def when_imported(name, callback):
@@ -116,7 +121,12 @@ def _list_http_names_in_help(main):
 
 
 def boot():
-    """The start-up hook: see the module docstring."""
+    """The start-up hook: see the module docstring.  Runs once per process."""
+    global _booted
+    with _lock:
+        if _booted:
+            return
+        _booted = True
     when_imported("uvicorn.config", _quietly(_register_http_names))
     when_imported("uvicorn.main", _quietly(_list_http_names_in_help))
     if os.environ.get("KEEPALIVE_GUARD", "").strip().lower() not in ("", "0", "false", "no", "off"):

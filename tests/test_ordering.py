@@ -408,6 +408,25 @@ def test_env_route_off(workdir, installed_wheel, value):
     assert r["guarded"] == {}
 
 
+IDLE_HOOK = """
+emit("boot_loaded_at_start", "_keepalive_guard_boot" in sys.modules)
+import uvicorn.config
+emit("boot_loaded_after_uvicorn", "_keepalive_guard_boot" in sys.modules)
+emit("guarded_name", uvicorn.config.HTTP_PROTOCOLS.get("guarded"))
+emit("kg_loaded", "keepalive_guard" in sys.modules)
+"""
+
+
+def test_idle_start_up_hook_loads_nothing_until_uvicorn(workdir, installed_wheel):
+    """Without KEEPALIVE_GUARD the .pth line imports nothing; importing uvicorn boots
+    the hook, which registers the --http names without loading the package."""
+    r = script(workdir, IDLE_HOOK, env={})
+    assert r["boot_loaded_at_start"] is False
+    assert r["boot_loaded_after_uvicorn"] is True
+    assert r["guarded_name"] == "keepalive_guard.protocols:AutoHTTPProtocol"
+    assert r["kg_loaded"] is False
+
+
 def test_env_route_with_misspelt_fixes_says_so_and_runs_unguarded(workdir, installed_wheel):
     env = {"KEEPALIVE_GUARD": "1", "KEEPALIVE_GUARD_FIXES": "C,X"}
     code, out, err = run(workdir, [sys.executable, "-c", PRELUDE + PTH], env=env)
