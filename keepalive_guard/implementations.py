@@ -6,17 +6,14 @@ and ``httptools_impl``, each with a protocol class and its own
 """
 
 import importlib
-import re
 import sys
 from typing import Dict, Optional, Tuple
 
 #: A release as an orderable key: (major, minor, micro, post), post -1 if none.
 Release = Tuple[int, int, int, int]
 
-# The PEP 440 subset uvicorn has used since 0.2: N.N.N, optional .postN; a
-# local label (+el8) is ignored.  Pre-releases and dev builds do not match:
-# the guard has not studied them.
-_RELEASE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.post(\d+))?(?:\+[a-z0-9.]+)?\s*$", re.I)
+_DIGITS = frozenset("0123456789")
+_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.")
 
 H11 = "h11"
 HTTPTOOLS = "httptools"
@@ -94,14 +91,32 @@ def distribution_version(module_name: str) -> Optional[str]:
 def parse_version(text: Optional[str]) -> Optional[Release]:
     """``"0.27.0.post1"`` -> ``(0, 27, 0, 1)``; None for anything else.
 
-    packaging would do this too, but importing it costs more than the whole
-    activation budget (see the benchmarks); this is all uvicorn needs.
+    The PEP 440 subset uvicorn has used since 0.2: N.N[.N][.postN], a local
+    label (``+el8``) ignored.  Pre-releases and dev builds are None: the guard
+    has not studied them.  packaging would do this too, but importing it
+    costs more than the whole activation budget (see the benchmarks), and so
+    does compiling a regular expression on Python 3.6.
     """
-    match = _RELEASE.match(text or "")
-    if match is None:
+    text = (text or "").strip().lower()
+    text, plus, local = text[1:] if text.startswith("v") else text, "", ""
+    if "+" in text:
+        text, plus, local = text.partition("+")
+        if not local or not _LOCAL.issuperset(local):
+            return None
+    parts = text.split(".")
+    post = -1
+    if len(parts) > 2 and parts[-1].startswith("post"):
+        number = parts.pop()[4:]
+        if not _is_number(number):
+            return None
+        post = int(number)
+    if not 2 <= len(parts) <= 3 or not all(_is_number(part) for part in parts):
         return None
-    major, minor, micro, post = match.groups()
-    return (int(major), int(minor), int(micro or 0), int(post) if post is not None else -1)
+    return (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0, post)
+
+
+def _is_number(text: str) -> bool:
+    return bool(text) and _DIGITS.issuperset(text)
 
 
 def release(text: str) -> Release:

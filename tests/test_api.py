@@ -8,6 +8,8 @@ that implementation.  Every test leaves uvicorn's classes exactly as they were
 """
 
 import logging
+import random
+import re
 import threading
 
 import h11
@@ -527,3 +529,30 @@ def test_concurrent_install_uninstall(guard):
     assert states(guard.status()) == expected_states()
     guard.uninstall()
     assert differences(PRISTINE) == []
+
+
+_RELEASE_ORACLE = re.compile(
+    r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.post(\d+))?(?:\+[a-z0-9.]+)?\s*$", re.I
+)
+
+
+def _oracle(text):
+    match = _RELEASE_ORACLE.match(text or "")
+    if match is None:
+        return None
+    major, minor, micro, post = match.groups()
+    return (int(major), int(minor), int(micro or 0), int(post) if post is not None else -1)
+
+
+def test_parse_version_agrees_with_the_pep440_subset_pattern():
+    """The hand-written parser (no regex compile at activation) against the pattern it replaces."""
+    from keepalive_guard.implementations import parse_version
+
+    pieces = ["0", "1", "27", ".", "post", "post1", "+", "el8", "v", "V", " ", "rc1", "dev0"]
+    pieces += ["POST", "+EL8", "..", "a", "\u00b2"]
+    rng = random.Random(5)
+    cases = ["0.27.0.post1", "v0.12.2", " 0.54.0 ", "0.27.0+el8", "0.27", "0.27.0rc1", "", None]
+    cases += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 7))) for _ in range(20000)]
+    assert [c for c in cases if parse_version(c) != _oracle(c)] == []
+    assert parse_version("0.27.0.post1") == (0, 27, 0, 1)
+    assert parse_version("0.27.0rc1") is None

@@ -52,6 +52,7 @@ def plan_rows(fixes: str) -> List[Dict[str, object]]:
     version = parse_version(version_text)
     ws = _websocket_library()
     selected = parse_fixes(fixes)
+    installed = _implementations()
     rows = []
     for scenario in SCENARIOS:
         fix = CATALOGUE[scenario.bug]
@@ -71,7 +72,7 @@ def plan_rows(fixes: str) -> List[Dict[str, object]]:
                 row["why"] = (
                     "uvicorn is not installed" if version_text is None else "unparseable version"
                 )
-            elif http not in _implementations():
+            elif http not in installed:
                 row["why"] = "{} is not installed".format(http)
             elif broken is None:
                 row["why"] = fix.not_applicable.get(http, "bug not present")
