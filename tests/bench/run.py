@@ -1383,6 +1383,7 @@ def main(argv=None):
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
     )
     parser.add_argument("--releases", help="comma-separated uvicorn releases")
+    parser.add_argument("--impls", help="comma-separated: h11, httptools (default both)")
     parser.add_argument(
         "--python",
         default="3.11",
@@ -1419,6 +1420,8 @@ def main(argv=None):
     cfg = dict(QUICK if args.quick else FULL)
     if args.releases:
         cfg["releases"] = tuple(r.strip() for r in args.releases.split(",") if r.strip())
+    if args.impls:
+        cfg["impls"] = tuple(i.strip() for i in args.impls.split(",") if i.strip())
     if args.pairs:
         cfg["pairs"] = args.pairs
     if args.duration:
