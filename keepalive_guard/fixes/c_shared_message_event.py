@@ -15,11 +15,18 @@ completes.  Sharing is harmless until one of two things is true when a
 response completes: a ``receive()`` of that request is still waiting on the
 event, or (httptools) requests behind it are already parsed and queued.  So
 the step (run first in ``on_response_complete``, see ``completion.py``) does
-upstream's work exactly then, and costs two attribute reads otherwise: the
-requests that follow get a fresh event (the protocol's own ``.set()`` calls
-go to ``self.message_event``, so they follow it), a queued request that
-already has body data or its end is told so on the fresh event, and the old
-event is set so the lingering ``receive()`` returns ``http.disconnect``.
+upstream's work exactly then, and costs two attribute reads otherwise:
+
+* a ``receive()`` still waiting: everything after this request moves to a
+  fresh event (the protocol's own ``.set()`` calls go to
+  ``self.message_event``, so they follow it), and the old one is set so the
+  waiting ``receive()`` returns ``http.disconnect``;
+* requests queued: the one about to start gets an event of its own, and the
+  protocol's too if it is the newest; the others move when their turn comes.
+
+A request moved to a fresh event that already has body data or its end is
+told so on the fresh event, since the old event's signal may have been
+cleared by the request before it.
 """
 
 import asyncio
@@ -30,14 +37,31 @@ from .base import CompletionHook, Fix
 
 
 def reroute(protocol: object, event: asyncio.Event, queued: Sequence[Tuple]) -> None:
-    """Move the protocol and its queued cycles off ``event``, then set it."""
+    """Move the protocol and every queued cycle off ``event``, then set it."""
     fresh = asyncio.Event()
     protocol.message_event = fresh
+    news = False
     for cycle, _app in queued:
         cycle.message_event = fresh
-        if cycle.body or not cycle.more_body:
-            fresh.set()
+        news = news or _has_news(cycle)
+    if news:
+        fresh.set()
     event.set()
+
+
+def isolate_next(protocol: object, queued: Sequence[Tuple]) -> None:
+    """Give the queued cycle about to start (the protocol pops the last) its own event."""
+    cycle = queued[-1][0]
+    fresh = asyncio.Event()
+    if _has_news(cycle):
+        fresh.set()
+    cycle.message_event = fresh
+    if cycle is protocol.cycle:
+        protocol.message_event = fresh
+
+
+def _has_news(cycle: object) -> bool:
+    return bool(cycle.body) or not cycle.more_body
 
 
 def _hooks(impl: str, version: Release) -> Tuple:

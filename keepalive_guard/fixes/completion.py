@@ -11,7 +11,7 @@ which releases: the fix's own module.  The common path (no lingering
 
 from typing import Callable, FrozenSet
 
-from .c_shared_message_event import reroute
+from .c_shared_message_event import isolate_next, reroute
 from .timers import cancel_keepalive
 
 
@@ -49,10 +49,12 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
 def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
     def on_response_complete(self):
         queued = self.pipeline
-        if c:  # C: queued requests and a still-waiting receive() get separate events
+        if c:  # C: a still-waiting receive() and the next queued request get separate events
             event = self.message_event
-            if queued or event._waiters:
+            if event._waiters:
                 reroute(self, event, queued)
+            elif queued:
+                isolate_next(self, queued)
         if d:  # D: never arm a second timer over a pending one
             timer = self.timeout_keep_alive_task
             if timer is not None:
