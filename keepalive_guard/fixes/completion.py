@@ -28,11 +28,8 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
             event = self.message_event
             if event._waiters:
                 reroute(self, event, ())
-        if d:  # D: never arm a second timer over a pending one
-            timer = self.timeout_keep_alive_task
-            if timer is not None:
-                timer.cancel()
-                self.timeout_keep_alive_task = None
+        if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
+            cancel_keepalive(self)
         if not e:
             return original(self)
         # E: the original starts a buffered request itself (handle_events);
@@ -55,11 +52,8 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
                 reroute(self, event, queued)
             elif queued:
                 isolate_next(self, queued)
-        if d:  # D: never arm a second timer over a pending one
-            timer = self.timeout_keep_alive_task
-            if timer is not None:
-                timer.cancel()
-                self.timeout_keep_alive_task = None
+        if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
+            cancel_keepalive(self)
         if not (e and queued):
             return original(self)
         # E: the original starts the next queued request; no timer while it runs.
