@@ -52,6 +52,13 @@ def _applied(results):
     return out
 
 
+def _not_started(row, columns):
+    """A table row for a release/implementation whose servers did not start."""
+    why = row["skipped"][:120].replace("|", "/")
+    head = "| {} | {} | did not start: {} |".format(row["release"], row["http"], why)
+    return head + " |" * (columns - 3)
+
+
 def render(results, targets):
     meta = results["meta"]
     m = meta["machine"]
@@ -336,11 +343,7 @@ def render(results, targets):
         add("|---|---|---|---|---|---|---|---|")
         for row in rows:
             if row.get("skipped"):
-                add(
-                    "| {} | {} | did not start: {} | | | | | |".format(
-                        row["release"], row["http"], row["skipped"][:120].replace("|", "/")
-                    )
-                )
+                add(_not_started(row, 8))
                 continue
             pairs = row["pairs"]
             s = row["summary"]
@@ -391,11 +394,7 @@ def render(results, targets):
         add("|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             if row.get("skipped"):
-                add(
-                    "| {} | {} | did not start: {} | | | | | | |".format(
-                        row["release"], row["http"], row["skipped"][:120].replace("|", "/")
-                    )
-                )
+                add(_not_started(row, 9))
                 continue
             s = row["summary"]
             for scen in ("after-response", "mid-request"):

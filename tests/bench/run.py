@@ -76,6 +76,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 WORK = HERE / ".work"
 LUA = HERE / "bench.lua"
+LUA_SHOWN = "tests/bench/bench.lua"  # as the recorded example commands give it
 SERVER = HERE / "bench_server.py"
 sys.path.insert(0, str(ROOT / "compat"))
 
@@ -501,6 +502,24 @@ def process_cpu_ns(pid):
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def wrk_argv(port, depth, duration, connections, stop_after=0, lua=None):
+    """The pinned wrk command line of one run (``lua``: the script path to show)."""
+    return pin(CLIENT_CPU) + [
+        "wrk",
+        "-t{}".format(connections),
+        "-c{}".format(connections),
+        "-d{}s".format(duration),
+        "--timeout",
+        "10s",
+        "-s",
+        lua or str(LUA),
+        "http://127.0.0.1:{}/".format(port),
+        "--",
+        str(depth),
+        str(stop_after),
+    ]
+
+
 def wrk(port, depth, duration, connections, stop_after=0, timeout=None, server_pid=None):
     """One wrk run; returns the parsed WRKJSON dict plus derived figures.
 
@@ -513,20 +532,7 @@ def wrk(port, depth, duration, connections, stop_after=0, timeout=None, server_p
     ns0 = process_cpu_ns(server_pid) if server_pid else None
     child0 = os.times()
     child0 = child0.children_user + child0.children_system
-    cmd = pin(CLIENT_CPU) + [
-        "wrk",
-        "-t{}".format(connections),
-        "-c{}".format(connections),
-        "-d{}s".format(duration),
-        "--timeout",
-        "10s",
-        "-s",
-        str(LUA),
-        "http://127.0.0.1:{}/".format(port),
-        "--",
-        str(depth),
-        str(stop_after),
-    ]
+    cmd = wrk_argv(port, depth, duration, connections, stop_after)
     env = clean_env()
     if stop_after:
         WORK.mkdir(parents=True, exist_ok=True)
@@ -1465,38 +1471,10 @@ def main(argv=None):
                         ).cmd()
                     ),
                     "wrk_keepalive": " ".join(
-                        pin(CLIENT_CPU)
-                        + [
-                            "wrk",
-                            "-t64",
-                            "-c64",
-                            "-d{}s".format(cfg["duration"]),
-                            "--timeout",
-                            "10s",
-                            "-s",
-                            "tests/bench/bench.lua",
-                            "http://127.0.0.1:PORT/",
-                            "--",
-                            "1",
-                            "0",
-                        ]
+                        wrk_argv("PORT", 1, cfg["duration"], cfg["connections"], 0, LUA_SHOWN)
                     ),
                     "wrk_pipeline16": " ".join(
-                        pin(CLIENT_CPU)
-                        + [
-                            "wrk",
-                            "-t64",
-                            "-c64",
-                            "-d{}s".format(cfg["duration"]),
-                            "--timeout",
-                            "10s",
-                            "-s",
-                            "tests/bench/bench.lua",
-                            "http://127.0.0.1:PORT/",
-                            "--",
-                            "16",
-                            "0",
-                        ]
+                        wrk_argv("PORT", 16, cfg["duration"], cfg["connections"], 0, LUA_SHOWN)
                     ),
                 },
             },
