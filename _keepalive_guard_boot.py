@@ -11,7 +11,9 @@ import:
 * ``when_imported(name, callback)`` calls ``callback(module)`` once ``name``
   has finished importing (at once if it already has): the guard patches
   uvicorn's protocol modules this way whenever they load.  A meta path finder
-  acts on registered names only; every other import costs one dict look-up.
+  acts on registered names only; every other import costs one dict look-up,
+  and only while a callback is awaited: once none is, it leaves
+  ``sys.meta_path``, and so does the start-up hook's finder.
 * ``boot()`` registers the ``--http guarded|guarded-h11|guarded-httptools``
   names for when ``uvicorn.config`` loads (so they work on every release and
   ``uvicorn --help`` lists them; on 0.36+, whose ``--http`` is free text,
@@ -39,9 +41,9 @@ _booted = False
 def when_imported(name, callback):
     """Run ``callback(module)`` after ``name`` is imported, or now if it was."""
     with _lock:
-        _ensure_finder()
         module = sys.modules.get(name)
         if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+            _ensure_finder()
             _callbacks.setdefault(name, []).append(callback)
             return
     callback(module)
@@ -50,8 +52,28 @@ def when_imported(name, callback):
 def _fire(module):
     with _lock:
         callbacks = _callbacks.pop(module.__name__, [])
+        if not _callbacks:
+            _remove_finders()
     for callback in callbacks:
         callback(module)
+
+
+def _remove_finders():
+    """Once nothing is awaited, no finder of ours runs on every later import.
+
+    A new list takes the old one's place: an import going on in another
+    thread keeps looping over the old list, which removing from it in place
+    would make skip a finder.  The start-up hook's finder goes too once it
+    has booted.
+    """
+
+    def ours(finder):
+        return isinstance(finder, _Finder) or (
+            _booted and type(finder).__name__ == "KeepaliveGuardBoot"
+        )
+
+    if any(ours(finder) for finder in sys.meta_path):
+        sys.meta_path = [finder for finder in sys.meta_path if not ours(finder)]
 
 
 class _Loader(object):

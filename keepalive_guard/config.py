@@ -22,19 +22,19 @@ _FALSE = ("", "0", "false", "no", "off")
 Selection = Union[None, str, Iterable[str]]
 
 
-def env_flag(name: str, environ: Optional[dict] = None) -> bool:
+def env_flag(name: str, environ: "Optional[dict]" = None) -> bool:
     """True unless the variable is unset, empty, 0, false, no or off."""
     value = (os.environ if environ is None else environ).get(name, "")
     return value.strip().lower() not in _FALSE
 
 
-def env_disabled(name: str, environ: Optional[dict] = None) -> bool:
+def env_disabled(name: str, environ: "Optional[dict]" = None) -> bool:
     """True only if the variable is set to 0, false, no or off."""
     value = (os.environ if environ is None else environ).get(name)
     return value is not None and value.strip().lower() in _FALSE[1:]
 
 
-def parse_fixes(fixes: Selection, source: str = "fixes") -> Tuple[str, ...]:
+def parse_fixes(fixes: Selection, source: str = "fixes") -> "Tuple[str, ...]":
     """Resolve a selection to fix ids in catalogue order; reject unknown names."""
     if fixes is None:
         fixes = os.environ.get(FIXES)

@@ -22,14 +22,14 @@ from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNI
 class Plan(object):
     """Decisions for one implementation module, and the hooks to install."""
 
-    def __init__(self, version_text: str, classes: Dict[str, type]) -> None:
+    def __init__(self, version_text: str, classes: "Dict[str, type]") -> None:
         self.version_text = version_text
         self.classes = classes
         self.statuses = []  # type: List[FixStatus]
         self.hooks = []  # type: List[Tuple[str, object]]
 
 
-def studied_without_fix(fix: Fix, impl: str, key: str, fingerprint: Optional[str]) -> bool:
+def studied_without_fix(fix: Fix, impl: str, key: str, fingerprint: "Optional[str]") -> bool:
     """Whether a studied release lacking ``fix`` ships ``key`` with this code."""
     from ._fingerprints import KNOWN  # a large table: loaded only to decide
 
@@ -37,7 +37,7 @@ def studied_without_fix(fix: Fix, impl: str, key: str, fingerprint: Optional[str
     return any(fix.is_broken(impl, release(text)) for text in releases)
 
 
-def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], version) -> str:
+def _check_code(fix: Fix, impl: Implementation, classes: "Dict[str, type]", version) -> str:
     """Why the code is not what the fix expects, or '' if it is."""
     by_name = {cls.__name__: cls for cls in classes.values()}
     for key in fix.inspects(impl.name, version):
@@ -59,7 +59,7 @@ def _check_code(fix: Fix, impl: Implementation, classes: Dict[str, type], versio
     return ""
 
 
-def plan(impl: Implementation, module: object, selection: Tuple[str, ...]) -> Plan:
+def plan(impl: Implementation, module: object, selection: "Tuple[str, ...]") -> Plan:
     """What each fix in the catalogue should do to ``module``."""
     uvicorn = sys.modules.get("uvicorn")
     version_text = str(getattr(uvicorn, "__version__", "unknown"))
@@ -73,7 +73,7 @@ def plan(impl: Implementation, module: object, selection: Tuple[str, ...]) -> Pl
     return result
 
 
-def _decide(fix, impl, classes, version, version_text, selection) -> Tuple[str, str]:
+def _decide(fix, impl, classes, version, version_text, selection) -> "Tuple[str, str]":
     if fix.id not in selection:
         return DISABLED, "not selected"
     if fix.broken.get(impl.name) is None:  # structural: true of every release

@@ -14,29 +14,28 @@ load it by name and 3.9+ do not.  The result is identical on CPython 3.6 to
 
 import sys
 import types
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 _VOLATILE_NAMES = frozenset(("AssertionError",))
 
 
-def _walk(code: types.CodeType, skip_docstring: bool) -> Iterator[object]:
-    for name in code.co_names:
-        if name not in _VOLATILE_NAMES:
-            yield ("n", name)
+def _collect(code: types.CodeType, skip_docstring: bool, names: set, strings: set) -> None:
+    """Add the names ``code`` refers to and its str/bytes constants, nested code too."""
+    names.update(code.co_names)
     consts = code.co_consts[1:] if skip_docstring else code.co_consts
     # CPython 3.6-3.10 also store each nested function's qualname as a str
     # constant ("C.m.<locals>.<listcomp>"); 3.11+ keep it in co_qualname.
     nested = set(c.co_name for c in consts if isinstance(c, types.CodeType))
-    stack = [c for c in consts if not (isinstance(c, str) and _is_qualname(c, nested))]
+    stack = [c for c in consts if not (nested and isinstance(c, str) and _is_qualname(c, nested))]
     while stack:
         const = stack.pop()
-        if isinstance(const, types.CodeType):
+        if isinstance(const, (str, bytes)):
+            strings.add(const)
+        elif isinstance(const, types.CodeType):
             # Nested code here is comprehensions and lambdas: no docstrings.
-            yield from _walk(const, False)
+            _collect(const, False, names, strings)
         elif isinstance(const, (tuple, frozenset)):
             stack.extend(const)
-        elif isinstance(const, (str, bytes)):
-            yield ("s", const)
 
 
 def _is_qualname(text: str, nested: set) -> bool:
@@ -46,8 +45,16 @@ def _is_qualname(text: str, nested: set) -> bool:
 
 def code_fingerprint(code: types.CodeType, has_docstring: bool) -> str:
     """Fingerprint of a code object; ``has_docstring`` drops ``co_consts[0]``."""
-    items = sorted(set(_walk(code, has_docstring)), key=repr)
-    return _sha256()(repr(items).encode("utf-8")).hexdigest()[:16]
+    names = set()  # type: set
+    strings = set()  # type: set
+    _collect(code, has_docstring, names, strings)
+    # The hash is of repr(sorted(items, key=repr)), written so that each
+    # item's repr is made once.
+    items = [repr(("n", name)) for name in names if name not in _VOLATILE_NAMES]
+    items.extend(repr(("s", text)) for text in strings)
+    items.sort()
+    text = "[" + ", ".join(items) + "]"
+    return _sha256()(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _sha256() -> Callable:
@@ -62,7 +69,7 @@ def _sha256() -> Callable:
     return sha256
 
 
-def function_fingerprint(function: object) -> Optional[str]:
+def function_fingerprint(function: object) -> "Optional[str]":
     """Fingerprint of a plain or async function, or None if it is not one."""
     code = getattr(function, "__code__", None)
     if not isinstance(code, types.CodeType):

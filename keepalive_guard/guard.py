@@ -30,7 +30,7 @@ _lock = threading.RLock()
 class _Applied(object):
     """What the guard did to one implementation module."""
 
-    def __init__(self, statuses: List[FixStatus], patches: List[patcher.Patch]) -> None:
+    def __init__(self, statuses: "List[FixStatus]", patches: "List[patcher.Patch]") -> None:
         self.statuses = statuses
         self.patches = patches
 
@@ -117,7 +117,7 @@ def status(import_modules: bool = True) -> Report:
         return Report(_state.installed, _state.strict, list(_state.selection), versions, statuses)
 
 
-def _not_loaded(impl: Implementation, why: Optional[str]) -> List[FixStatus]:
+def _not_loaded(impl: Implementation, why: "Optional[str]") -> "List[FixStatus]":
     if why is None:
         state, reason = PENDING, "{} not imported yet".format(impl.module)
     else:
@@ -125,7 +125,7 @@ def _not_loaded(impl: Implementation, why: Optional[str]) -> List[FixStatus]:
     return [FixStatus(fix.id, impl.name, state, reason, fix.upstream) for fix in CATALOGUE.values()]
 
 
-def _pending(statuses: List[FixStatus], reason: str) -> List[FixStatus]:
+def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
     return [
         FixStatus(s.fix, s.implementation, PENDING, reason, s.upstream) if s.state == APPLIED else s
         for s in statuses
@@ -144,7 +144,7 @@ def _on_import(module: object) -> None:
         _apply(impl, plan)
 
 
-def _reconfigure(selection: Tuple[str, ...], strict: bool) -> None:
+def _reconfigure(selection: "Tuple[str, ...]", strict: bool) -> None:
     """Replace what is applied by ``selection``; on any failure, change nothing.
 
     Decisions are made first (``decide`` sees through our own patches), so a
@@ -173,7 +173,7 @@ def _reconfigure(selection: Tuple[str, ...], strict: bool) -> None:
     _state.installed, _state.selection, _state.strict = True, selection, strict
 
 
-def _raise_if_unrecognised(plans: List["decide.Plan"]) -> None:
+def _raise_if_unrecognised(plans: "List[decide.Plan]") -> None:
     bad = [s for plan in plans for s in plan.statuses if s.state == UNRECOGNISED]
     if bad:
         raise KeepaliveGuardError(

@@ -33,21 +33,21 @@ class Implementation(object):
         self.cycle_name = "RequestResponseCycle"
         self.library = library
 
-    def loaded_module(self) -> Optional[object]:
+    def loaded_module(self) -> "Optional[object]":
         """The module if it has finished importing, else None (never imports)."""
         module = sys.modules.get(self.module)
         if module is None or not hasattr(module, self.cycle_name):
             return None
         return module
 
-    def import_module(self) -> Tuple[Optional[object], Optional[str]]:
+    def import_module(self) -> "Tuple[Optional[object], Optional[str]]":
         """Import the module; return (module, None) or (None, why it failed)."""
         try:
             return importlib.import_module(self.module), None
         except ImportError as exc:
             return None, "{} cannot be imported ({})".format(self.module, exc)
 
-    def classes(self, module: object) -> Dict[str, type]:
+    def classes(self, module: object) -> "Dict[str, type]":
         """The patched classes by role, ``protocol`` and ``cycle``."""
         return {
             "protocol": getattr(module, self.protocol_name),
@@ -63,7 +63,7 @@ IMPLEMENTATIONS = (
 )
 
 
-def distribution_version(module_name: str) -> Optional[str]:
+def distribution_version(module_name: str) -> "Optional[str]":
     """The version of an importable module, or None if it cannot be imported.
 
     ``__version__`` first (uvicorn, h11 and httptools carry it, and it avoids
@@ -88,7 +88,7 @@ def distribution_version(module_name: str) -> Optional[str]:
         return "unknown"
 
 
-def parse_version(text: Optional[str]) -> Optional[Release]:
+def parse_version(text: "Optional[str]") -> "Optional[Release]":
     """``"0.27.0.post1"`` -> ``(0, 27, 0, 1)``; None for anything else.
 
     The PEP 440 subset uvicorn has used since 0.2: N.N[.N][.postN], a local

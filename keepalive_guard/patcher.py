@@ -65,7 +65,7 @@ def unwrapped(value: object) -> object:
     return value
 
 
-def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List[Patch]:
+def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> "List[Patch]":
     """One Patch per (class, attribute), composing the hooks of every fix.
 
     ``hooks`` is a sequence of (fix id, hook) in catalogue order; completion
@@ -96,7 +96,7 @@ def build(hooks: Sequence[Tuple[str, object]], classes: Dict[str, type]) -> List
     return patches
 
 
-def apply_all(patches: Sequence[Patch]) -> None:
+def apply_all(patches: "Sequence[Patch]") -> None:
     """Apply every patch or, if one fails, none."""
     done = []
     try:
@@ -109,7 +109,7 @@ def apply_all(patches: Sequence[Patch]) -> None:
         raise
 
 
-def revert_all(patches: Sequence[Patch]) -> None:
+def revert_all(patches: "Sequence[Patch]") -> None:
     """Revert every patch, or refuse (changing nothing) if one was replaced since."""
     foreign = [patch.target for patch in patches if not patch.is_current()]
     if foreign:

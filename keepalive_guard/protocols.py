@@ -67,7 +67,7 @@ def guarded_class(
     return cls
 
 
-def _log(cls: type, version: str, impl: str, statuses: List[FixStatus]) -> None:
+def _log(cls: type, version: str, impl: str, statuses: "List[FixStatus]") -> None:
     for s in statuses:
         if s.state == UNRECOGNISED:
             logger.warning(

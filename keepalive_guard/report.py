@@ -26,7 +26,7 @@ class FixStatus(object):
         self.reason = reason
         self.upstream = upstream
 
-    def as_dict(self) -> Dict[str, str]:
+    def as_dict(self) -> "Dict[str, str]":
         return {name: getattr(self, name) for name in self.__slots__}
 
     def __repr__(self) -> str:
@@ -42,9 +42,9 @@ class Report(object):
         self,
         installed: bool,
         strict: bool,
-        selected: List[str],
-        versions: Dict[str, Optional[str]],
-        fixes: List[FixStatus],
+        selected: "List[str]",
+        versions: "Dict[str, Optional[str]]",
+        fixes: "List[FixStatus]",
     ) -> None:
         self.installed = installed
         self.strict = strict
@@ -52,25 +52,25 @@ class Report(object):
         self.versions = versions
         self.fixes = fixes
 
-    def by_state(self, state: str) -> List[FixStatus]:
+    def by_state(self, state: str) -> "List[FixStatus]":
         return [status for status in self.fixes if status.state == state]
 
     @property
-    def applied(self) -> List[FixStatus]:
+    def applied(self) -> "List[FixStatus]":
         return self.by_state(APPLIED)
 
     @property
-    def problems(self) -> List[FixStatus]:
+    def problems(self) -> "List[FixStatus]":
         """Fixes that apply (or may apply) here but are not in force."""
         return [s for s in self.fixes if s.state in (UNRECOGNISED, PENDING)]
 
-    def get(self, fix: str, implementation: str) -> Optional[FixStatus]:
+    def get(self, fix: str, implementation: str) -> "Optional[FixStatus]":
         for status in self.fixes:
             if status.fix == fix and status.implementation == implementation:
                 return status
         return None
 
-    def as_dict(self) -> Dict[str, object]:
+    def as_dict(self) -> "Dict[str, object]":
         return {
             "installed": self.installed,
             "strict": self.strict,

@@ -410,10 +410,19 @@ def test_env_route_off(workdir, installed_wheel, value):
 
 IDLE_HOOK = """
 emit("boot_loaded_at_start", "_keepalive_guard_boot" in sys.modules)
+emit("finders_at_start", [type(f).__name__ for f in sys.meta_path])
 import uvicorn.config
+import uvicorn.main
 emit("boot_loaded_after_uvicorn", "_keepalive_guard_boot" in sys.modules)
 emit("guarded_name", uvicorn.config.HTTP_PROTOCOLS.get("guarded"))
 emit("kg_loaded", "keepalive_guard" in sys.modules)
+emit("finders_after", [type(f).__name__ for f in sys.meta_path])
+import keepalive_guard
+keepalive_guard.install()
+emit("finders_installed", [type(f).__name__ for f in sys.meta_path])
+import_protocols()
+emit("httptools_loaded", "uvicorn.protocols.http.httptools_impl" in sys.modules)
+emit("finders_patched", [type(f).__name__ for f in sys.meta_path])
 """
 
 
@@ -422,9 +431,18 @@ def test_idle_start_up_hook_loads_nothing_until_uvicorn(workdir, installed_wheel
     the hook, which registers the --http names without loading the package."""
     r = script(workdir, IDLE_HOOK, env={})
     assert r["boot_loaded_at_start"] is False
+    assert r["finders_at_start"][0] == "KeepaliveGuardBoot"
     assert r["boot_loaded_after_uvicorn"] is True
     assert r["guarded_name"] == "keepalive_guard.protocols:AutoHTTPProtocol"
     assert r["kg_loaded"] is False
+    # Nothing awaited any more: no finder of ours stays on later imports...
+    assert r["finders_after"] == [f for f in r["finders_at_start"] if f != "KeepaliveGuardBoot"]
+    # ...until install() waits for the protocol modules, and again once they loaded.
+    assert r["finders_installed"][0] == "_Finder"
+    if r["httptools_loaded"]:
+        assert r["finders_patched"] == r["finders_after"]
+    else:  # still waiting for the module that failed to import
+        assert r["finders_patched"] == r["finders_installed"]
 
 
 def test_env_route_with_misspelt_fixes_says_so_and_runs_unguarded(workdir, installed_wheel):

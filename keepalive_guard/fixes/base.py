@@ -3,8 +3,9 @@
 A fix never replaces a whole uvicorn method.  It adds a small piece of
 behaviour before or after a protocol method at one of the hook points that
 have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
-when a response completes, through one shared wrapper) and the h11 upgrade
-method.  The patcher builds one replacement per method.
+when a response completes, through one shared wrapper, where E on httptools
+also stands in for the original when a request is queued) and the h11
+upgrade method.  The patcher builds one replacement per method.
 """
 
 from typing import Callable, Dict, Optional, Tuple
@@ -58,10 +59,10 @@ class Fix(object):
         id: str,
         summary: str,
         upstream: str,
-        broken: Dict[str, Optional[Tuple[str, str]]],
-        hooks: Callable[[str, Release], Tuple],
-        inspects: Callable[[str, Release], Tuple[str, ...]],
-        not_applicable: Optional[Dict[str, str]] = None,
+        broken: "Dict[str, Optional[Tuple[str, str]]]",
+        hooks: "Callable[[str, Release], Tuple]",
+        inspects: "Callable[[str, Release], Tuple[str, ...]]",
+        not_applicable: "Optional[Dict[str, str]]" = None,
     ) -> None:
         self.id = id
         self.summary = summary
@@ -75,7 +76,7 @@ class Fix(object):
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
 
-    def is_broken(self, impl: str, version: Release) -> Optional[bool]:
+    def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
         """True if ``version`` lacks the fix, False if it has it, None if n/a."""
         span = self.broken.get(impl)
         if span is None:

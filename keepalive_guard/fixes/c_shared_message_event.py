@@ -23,6 +23,9 @@ upstream's work exactly then, and costs two attribute reads otherwise:
   waiting ``receive()`` returns ``http.disconnect``;
 * requests queued: the one about to start gets an event of its own, and the
   protocol's too if it is the newest; the others move when their turn comes.
+  One that is not the newest sets its own event when its response completes
+  (through its ``on_response``), as upstream does, since the check above
+  sees only the protocol's event.
 
 A request moved to a fresh event that already has body data or its end is
 told so on the fresh event, since the old event's signal may have been
@@ -30,13 +33,14 @@ cleared by the request before it.
 """
 
 import asyncio
-from typing import Sequence, Tuple
+import functools
+from typing import Callable, Sequence, Tuple
 
 from ..implementations import Release
 from .base import CompletionHook, Fix
 
 
-def reroute(protocol: object, event: asyncio.Event, queued: Sequence[Tuple]) -> None:
+def reroute(protocol: object, event: asyncio.Event, queued: "Sequence[Tuple]") -> None:
     """Move the protocol and every queued cycle off ``event``, then set it."""
     fresh = asyncio.Event()
     protocol.message_event = fresh
@@ -49,7 +53,7 @@ def reroute(protocol: object, event: asyncio.Event, queued: Sequence[Tuple]) -> 
     event.set()
 
 
-def isolate_next(protocol: object, queued: Sequence[Tuple]) -> None:
+def isolate_next(protocol: object, queued: "Sequence[Tuple]") -> None:
     """Give the queued cycle about to start (the protocol pops the last) its own event."""
     cycle = queued[-1][0]
     fresh = asyncio.Event()
@@ -58,6 +62,14 @@ def isolate_next(protocol: object, queued: Sequence[Tuple]) -> None:
     cycle.message_event = fresh
     if cycle is protocol.cycle:
         protocol.message_event = fresh
+    else:
+        cycle.on_response = functools.partial(_set_then, fresh, cycle.on_response)
+
+
+def _set_then(event: asyncio.Event, on_response: Callable) -> None:
+    """A queued cycle's completion: wake its waiting ``receive()``, then go on."""
+    event.set()
+    on_response()
 
 
 def _has_news(cycle: object) -> bool:
@@ -89,7 +101,7 @@ _CYCLE = (
 )
 
 
-def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
     return _INSPECTS[impl] + _CYCLE
 
 

@@ -24,7 +24,7 @@ def _hooks(impl: str, version: Release) -> Tuple:
 _PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 
 
-def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
     return (_PROTOCOL[impl] + ".on_response_complete",)
 
 

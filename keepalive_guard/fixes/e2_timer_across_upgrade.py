@@ -37,7 +37,7 @@ def _hooks(impl: str, version: Release) -> Tuple:
     return (MethodHook(PROTOCOL, upgrade_method(version), _cancel_before),)
 
 
-def _inspects(impl: str, version: Release) -> Tuple[str, ...]:
+def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
     return (
         "H11Protocol.on_response_complete",
         "H11Protocol.handle_events",

@@ -4,8 +4,11 @@ Routes (query ``s`` is a delay in seconds):
   GET  /              "ok"
   GET  /sleep?s=      sleeps, then answers (bug E)
   GET  /chunks?s=     first body chunk, sleep, last chunk (bug D)
-  GET  /listen        answers while a background task keeps calling
-                      receive() until http.disconnect (bug C)
+  GET  /listen?token= answers while a background task keeps calling
+                      receive() until http.disconnect (bug C); with a
+                      token, when each happened is kept for /listening
+  GET  /listening?token=  {"sent": t, "told": t} (time.monotonic()) of
+                      that /listen: its response sent, its listener told
   ANY  /echo?s=       sleeps, reads the whole body, answers with a
                       description of the request (bug C, differential)
   GET  /stream        a streamed (chunked) response in several parts
@@ -17,14 +20,20 @@ import asyncio
 import json
 import os
 import sys
+import time
 from urllib.parse import parse_qs
 
 _background = set()
+_listeners = {}  # token -> {"sent": t, "told": t}, for /listening
+
+
+def _query(scope, name, default=""):
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return query.get(name, [default])[0]
 
 
 def _delay(scope):
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return float(query.get("s", ["0"])[0])
+    return float(_query(scope, "s", "0"))
 
 
 async def _read_body(receive):
@@ -52,10 +61,11 @@ async def _respond(send, body, status=200, content_type=b"text/plain"):
     await send({"type": "http.response.body", "body": body})
 
 
-async def _listen_for_disconnect(receive):
+async def _listen_for_disconnect(receive, record):
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            record["told"] = time.monotonic()
             return
 
 
@@ -91,11 +101,22 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"last"})
     elif path == "/listen":
         await _read_body(receive)
-        task = asyncio.ensure_future(_listen_for_disconnect(receive))
+        record = {}
+        token = _query(scope, "token")
+        if token:
+            _listeners[token] = record
+        task = asyncio.ensure_future(_listen_for_disconnect(receive, record))
         _background.add(task)
         task.add_done_callback(_background.discard)
         await asyncio.sleep(0.05)
         await _respond(send, b"listening")
+        record.setdefault("sent", time.monotonic())
+    elif path == "/listening":
+        await _read_body(receive)
+        record = _listeners.get(_query(scope, "token"), {})
+        if "told" in record:
+            del _listeners[_query(scope, "token")]
+        await _respond(send, json.dumps(record).encode(), content_type=b"application/json")
     elif path == "/echo":
         await asyncio.sleep(delay)
         body = await _read_body(receive)

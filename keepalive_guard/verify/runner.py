@@ -46,7 +46,7 @@ def _measure(scenario, http, guard, ws, loop):
         return "error: {}".format(exc).splitlines()[0]
 
 
-def plan_rows(fixes: str) -> List[Dict[str, object]]:
+def plan_rows(fixes: str) -> "List[Dict[str, object]]":
     """One row per (scenario, implementation): runnable or why not."""
     version_text = distribution_version("uvicorn")
     version = parse_version(version_text)
@@ -88,7 +88,7 @@ def plan_rows(fixes: str) -> List[Dict[str, object]]:
     return rows
 
 
-def verify(fixes: str = "all", loop: str = "asyncio") -> Dict[str, object]:
+def verify(fixes: str = "all", loop: str = "asyncio") -> "Dict[str, object]":
     """Run every applicable scenario unguarded and guarded; the result as data."""
     rows = plan_rows(fixes)
     jobs = []
@@ -121,7 +121,7 @@ def verify(fixes: str = "all", loop: str = "asyncio") -> Dict[str, object]:
     }
 
 
-def format_result(result: Dict[str, object]) -> str:
+def format_result(result: "Dict[str, object]") -> str:
     lines = [
         "keepalive-guard verify: uvicorn {} on Python {}, {} loop".format(
             result["uvicorn"], result["python"], result["loop"]

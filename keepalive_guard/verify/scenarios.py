@@ -6,7 +6,10 @@ connections at once and counts.  Used by ``keepalive-guard verify`` and by
 the project's tests, which add their own expectations.
 """
 
+import json
+import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .client import WEBSOCKET_UPGRADE, get, post
@@ -65,6 +68,31 @@ def c_pipelined_body_signal_eaten(server):
         return client.read_response(timeout=TIMEOUT * 2) is None
 
 
+def c_pipelined_listener_not_told(server):
+    """C: a request pipelined behind another keeps a receive() waiting after its response.
+
+    Upstream sets each request's event when its response completes, so a
+    disconnect listener returns at once; with the event shared, it waits
+    until something else sets it (here the keep-alive close, TIMEOUT later).
+    """
+    token = os.urandom(8).hex()
+    with server.client() as client:
+        client.send(get("/sleep?s=0") + get("/listen?token=" + token) + get("/sleep?s=0"))
+        responses = [client.read_response(timeout=5) for _ in range(3)]
+        assert all(r is not None for r in responses), "pipelined responses missing"
+        with server.client() as probe:
+            deadline = time.monotonic() + TIMEOUT * 3
+            while True:
+                probe.send(get("/listening?token=" + token))
+                answer = probe.read_response(timeout=5)
+                assert answer is not None, "GET /listening failed"
+                record = json.loads(answer.body.decode())
+                if "told" in record or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+    return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
+
+
 def d_closed_early(server):
     """D: two pipelined requests; the leaked first timer closes the connection early.
 
@@ -116,6 +144,12 @@ SCENARIOS = (
     Scenario("C", "lingering receive()", c_post_body_hangs),
     Scenario(
         "C", "pipelined body signal", c_pipelined_body_signal_eaten, implementations=("httptools",)
+    ),
+    Scenario(
+        "C",
+        "pipelined listener",
+        c_pipelined_listener_not_told,
+        implementations=("httptools",),
     ),
     Scenario("D", "stacked timers", d_closed_early),
     Scenario("E", "timer during request", e_second_response_lost),

@@ -42,8 +42,13 @@ def _env_rows(meta):
 def _applied(results):
     """Fixes the global patch applied per (release, impl), from the servers' /_info."""
     out = {}
-    for row in results.get("throughput", []):
-        info = (row.get("info") or {}).get("global")
+    infos = [(row, (row.get("info") or {}).get("global")) for row in results.get("throughput", [])]
+    infos += [
+        (row, row["arms"]["global"].get("info"))
+        for row in results.get("instructions", [])
+        if "global" in row.get("arms", {})
+    ]
+    for row, info in infos:
         if info and "guard_applied" in info:
             fixes = [
                 a.split(":")[1] for a in info["guard_applied"] if a.startswith(row["http"] + ":")
@@ -120,7 +125,7 @@ def render(results, targets):
     if m.get("taskset"):
         add(
             "- Pinning: every server on CPU {} (`taskset -c {}`), wrk on CPU {}; the arms' "
-            "servers of a case run side by side, idle while another is measured.".format(
+            "servers of a pair run side by side, idle while another is measured.".format(
                 meta["server_cpu"], meta["server_cpu"], meta["client_cpu"]
             )
         )
@@ -196,9 +201,9 @@ def render(results, targets):
     )
     add(
         "- Access log off, log level warning (a larger share of per-request time is the guard's "
-        "than with uvicorn's default access log). Warm-up {} s per server before the pairs.".format(
-            cfg["warmup"]
-        )
+        "than with uvicorn's default access log). Every pair of a case starts fresh servers "
+        "for its arms (warm-up {} s each) and stops them after its runs, so that a "
+        "process's own bias (hash seed, memory layout) stays in one pair.".format(cfg["warmup"])
     )
     add(
         "- Arms: **none** = unguarded; **global** = `keepalive_guard.install()` before uvicorn "
@@ -224,6 +229,7 @@ def render(results, targets):
     add("")
 
     _summary(results, add)
+    _instructions(results, add)
 
     # ---- throughput
     rows = results.get("throughput", [])
@@ -705,6 +711,68 @@ def _summary(results, add):
     add("")
 
 
+def _instructions(results, add):
+    rows = [r for r in results.get("instructions", []) if not r.get("skipped")]
+    if not rows:
+        return
+    cfg = results["meta"]["config"]
+    add("## Instructions per request (callgrind)")
+    add("")
+    add(
+        "The server's own instructions per request, counted by valgrind's callgrind "
+        "(`valgrind --tool=callgrind --instr-atstart=no`, PYTHONHASHSEED=0, hello app, asyncio): "
+        "counting starts after a warm-up (`callgrind_control --instr=on`), then exactly {} "
+        "keep-alive requests (one at a time on one connection) and {} in 16-deep pipelined "
+        "batches are answered and dumped separately. Counts do not depend on the other work on "
+        "the machine; what differs between two processes of the same code (memory layout) shows "
+        "in `none again`, a second unguarded server. `fixed upstream`: the unguarded count of the "
+        "first release with the upstream fixes, over this release's guarded count.".format(
+            cfg.get("cg_requests"), cfg.get("cg_requests")
+        )
+    )
+    add("")
+    add(
+        "| uvicorn | http | fixes | load | none (instr/req) | global | route | none again | "
+        "fixed upstream |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|")
+    applied = _applied(results)
+    for row in rows:
+        arms = row["arms"]
+        base = arms["none"].get("ir_per_request")
+        if not base:
+            add(
+                "| {} | {} | | | not measured: {} | | | | |".format(
+                    row["release"], row["http"], (arms["none"].get("error") or "")[:200]
+                )
+            )
+            continue
+        ref = (row.get("reference") or {}).get("ir_per_request")
+        for load in base:
+
+            def ratio(arm):
+                counts = arms.get(arm, {}).get("ir_per_request")
+                return "×{:.4f}".format(counts[load] / base[load]) if counts else "n/a"
+
+            glob = (arms.get("global", {}).get("ir_per_request") or {}).get(load)
+            add(
+                "| {} | {} | {} | {} | {:,.0f} | {} | {} | {} | {} |".format(
+                    row["release"],
+                    row["http"],
+                    ", ".join(applied.get((row["release"], row["http"]), [])) or "none",
+                    load,
+                    base[load],
+                    ratio("global"),
+                    ratio("route"),
+                    ratio("none-again"),
+                    "{} ×{:.4f}".format(row["reference"]["release"], ref[load] / glob)
+                    if ref and glob
+                    else "",
+                )
+            )
+    add("")
+
+
 def _verdicts(results, targets):
     out = []
     # throughput and p99, per load
@@ -784,6 +852,42 @@ def _verdicts(results, targets):
                     w["cpu"][1],
                 )
             )
+    cg = []
+    floor = []
+    for row in results.get("instructions", []):
+        base = row.get("arms", {}).get("none", {}).get("ir_per_request")
+        if not base:
+            continue
+        for load in base:
+            for arm in ("global", "route", "none-again"):
+                counts = row["arms"].get(arm, {}).get("ir_per_request")
+                if counts:
+                    item = (
+                        counts[load] / base[load],
+                        "{} {} {} {}".format(row["release"], row["http"], load, arm),
+                    )
+                    (floor if arm == "none-again" else cg).append(item)
+    if floor:
+        out.append(
+            (
+                "noise floor, instructions per request: a second unguarded process / the first",
+                "range {:.4f}–{:.4f}".format(min(floor)[0], max(floor)[0]),
+                None,
+                "",
+            )
+        )
+    if cg:
+        v, where = max(cg)
+        limit = 1.0 / targets["throughput_ratio_min"]
+        out.append(
+            (
+                "supplementary: instructions per request ratio (callgrind) <= {:.4f} "
+                "(1 / the throughput target)".format(limit),
+                "{:.4f}".format(v),
+                v <= limit,
+                where,
+            )
+        )
     mem = [
         (
             r["summary"]["global"]["rss_after_ratio"]["median"],

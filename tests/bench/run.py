@@ -32,10 +32,15 @@ Sections (``--only`` picks some):
                 ``global`` (``keepalive_guard.install()`` before uvicorn starts)
                 and ``route`` (``Config(http=keepalive_guard.protocols.<Class>)``,
                 reported "not available" when that module does not import).
-                The arms' servers run side by side on CPU 0 (each idle while
-                another is measured); wrk on CPU 1 runs them in alternation,
-                pair after pair, in ABC / CBA order to cancel drift.  Loads:
-                keep-alive, 64 connections; 16-deep pipelining, 64 connections.
+                Every pair starts fresh servers for its arms, side by side
+                on CPU 0 (each idle while another is measured), and stops
+                them after; wrk on CPU 1 runs the arms in ABC / CBA order to
+                cancel drift.  Loads: keep-alive, 64 connections; 16-deep
+                pipelining, 64 connections.
+``instructions``  instructions per request of the server, counted by
+                valgrind's callgrind (hello app, asyncio; arms none, global,
+                route and none again for the count's own repeatability):
+                independent of the other work on the machine.
 ``memory``      RSS (VmRSS) of fresh servers after 200k keep-alive requests.
 ``retention``   1,000 connections reset by the client (SO_LINGER 0, close),
                 after the response and in the middle of a request; live
@@ -85,7 +90,7 @@ import envs  # noqa: E402  (compat/envs.py)
 RELEASES = ("0.12.2", "0.27.0", "0.54.0")
 IMPLS = ("h11", "httptools")
 ARMS = ("none", "global", "route")
-SECTIONS = ("throughput", "memory", "retention", "activation", "hook", "micro")
+SECTIONS = ("throughput", "instructions", "memory", "retention", "activation", "hook", "micro")
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -95,9 +100,9 @@ FULL = {
     "loops": ("asyncio", "uvloop"),
     "apps": ("hello", "fastapi"),
     "loads": ("keepalive", "pipeline16"),
-    "pairs": 7,
+    "pairs": 5,
     "duration": 3,
-    "warmup": 2,
+    "warmup": 1,
     "connections": 64,
     "mem_requests": 200000,
     "mem_pairs": 3,
@@ -108,6 +113,7 @@ FULL = {
     "micro_rounds": 7,
     "micro_number": 20000,
     "micro_requests": 2000,
+    "cg_requests": 1008,  # per load, a multiple of 16
     "quiet_wait": 10,  # max seconds to wait for the machine to calm down before a pair
     "quiet_budget": 2400,  # max seconds of such waiting in the whole run
 }
@@ -128,6 +134,7 @@ QUICK = dict(
     micro_rounds=3,
     micro_number=5000,
     micro_requests=300,
+    cg_requests=160,
     quiet_wait=2,
     quiet_budget=20,
 )
@@ -331,9 +338,11 @@ def free_port():
 
 
 class Server(object):
-    def __init__(self, py, http, loop, app, mode, keep_alive=5):
+    def __init__(self, py, http, loop, app, mode, keep_alive=5, wrapper=(), env=None):
         self.py, self.http, self.loop, self.app, self.mode = py, http, loop, app, mode
         self.keep_alive = keep_alive
+        self.wrapper = list(wrapper)  # e.g. valgrind, between taskset and python
+        self.env = env or {}
         self.port = free_port()
         self.proc = None
         self.error = None
@@ -341,22 +350,26 @@ class Server(object):
         self.logfile = None
 
     def cmd(self):
-        return pin(SERVER_CPU) + [
-            self.py,
-            str(SERVER),
-            "--port",
-            str(self.port),
-            "--http",
-            self.http,
-            "--loop",
-            self.loop,
-            "--app",
-            self.app,
-            "--mode",
-            self.mode,
-            "--timeout-keep-alive",
-            str(self.keep_alive),
-        ]
+        return (
+            pin(SERVER_CPU)
+            + self.wrapper
+            + [
+                self.py,
+                str(SERVER),
+                "--port",
+                str(self.port),
+                "--http",
+                self.http,
+                "--loop",
+                self.loop,
+                "--app",
+                self.app,
+                "--mode",
+                self.mode,
+                "--timeout-keep-alive",
+                str(self.keep_alive),
+            ]
+        )
 
     def start(self, timeout=60):
         WORK.mkdir(parents=True, exist_ok=True)
@@ -368,7 +381,7 @@ class Server(object):
             stdout=self.logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=clean_env(),
+            env=dict(clean_env(), **self.env),
         )
         LIVE[self.proc.pid] = self
         deadline = time.monotonic() + timeout
@@ -724,35 +737,46 @@ def summarise_ab(pairs, arms):
 LOADS = {"keepalive": 1, "pipeline16": 16}
 
 
+def start_arms(py, http, loop, app, arms):
+    """A fresh server per arm: ({arm: Server}, {arm: why it did not start})."""
+    servers, unavailable = {}, {}
+    for arm in arms:
+        server = Server(py, http, loop, app, arm)
+        if server.start():
+            servers[arm] = server
+        else:
+            unavailable[arm] = server.error
+    return servers, unavailable
+
+
 def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
-    """Start one server per arm, then alternate wrk runs over them."""
-    servers = {}
-    unavailable = {}
-    try:
-        for arm in arms:
-            server = Server(py, http, loop, app, arm)
-            if server.start():
-                servers[arm] = server
-            else:
-                unavailable[arm] = server.error
-        if "none" not in servers:
-            return {
-                "skipped": unavailable.get("none", "unguarded server did not start"),
-                "unavailable": unavailable,
-            }
-        live_arms = [a for a in arms if a in servers]
-        for arm in live_arms:  # warm-up
-            wrk(servers[arm].port, 1, cfg["warmup"], cfg["connections"])
-        out = {
-            "unavailable": unavailable,
-            "info": {a: s.info for a, s in servers.items()},
-            "loads": {},
-        }
-        for load in loads:
-            pairs = []
-            for i in range(cfg["pairs"]):
-                order = live_arms if i % 2 == 0 else list(reversed(live_arms))
-                wait_quiet(cfg["quiet_wait"])
+    """Alternate wrk runs over the arms, with fresh servers for every pair.
+
+    Each pair starts its own server processes (and warms them up), runs
+    every load on them in ABC or CBA order, and stops them: a server's own
+    bias (hash seed, memory layout, where the kernel put its pages) belongs
+    to one pair only, so the median over pairs is not skewed by it.
+    """
+    by_load = {load: [] for load in loads}
+    out = {"unavailable": {}, "info": {}, "loads": {}}
+    for i in range(cfg["pairs"]):
+        servers, unavailable = start_arms(py, http, loop, app, arms)
+        try:
+            out["unavailable"].update(unavailable)
+            if "none" not in servers:
+                if i == 0:
+                    return {
+                        "skipped": unavailable.get("none", "unguarded server did not start"),
+                        "unavailable": unavailable,
+                    }
+                raise RuntimeError("unguarded server did not start: " + str(unavailable))
+            live_arms = [a for a in arms if a in servers]
+            out["info"] = {a: s.info for a, s in servers.items()}
+            for arm in live_arms:  # warm-up
+                wrk(servers[arm].port, 1, cfg["warmup"], cfg["connections"])
+            order = live_arms if i % 2 == 0 else list(reversed(live_arms))
+            wait_quiet(cfg["quiet_wait"])
+            for load in loads:
                 pair = {}
                 for arm in order:
                     if servers[arm].proc.poll() is not None:
@@ -766,32 +790,35 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
                         cfg["connections"],
                         server_pid=servers[arm].proc.pid,
                     )
-                pairs.append(pair)
-            out["loads"][load] = {"pairs": pairs, "summary": summarise_ab(pairs, live_arms)}
-            s = out["loads"][load]["summary"]
-            g = s.get("global", {}).get("rps_ratio") or {}
-            p = s.get("global", {}).get("p99_ratio") or {}
-            log(
-                "  {} {} {} {} {}: none {:.0f} rps; global/none rps x{:.3f} p99 x{:.3f}{}".format(
-                    record_name,
-                    http,
-                    loop,
-                    app,
-                    load,
-                    s["none"]["rps_median"] or 0,
-                    g.get("median", float("nan")),
-                    p.get("median", float("nan")),
-                    "".join(
-                        "; {}/none rps x{:.3f}".format(a, s[a]["rps_ratio"]["median"])
-                        for a in live_arms
-                        if a not in ("none", "global") and s.get(a, {}).get("rps_ratio")
-                    ),
-                )
+                by_load[load].append(pair)
+        finally:
+            for server in servers.values():
+                server.stop()
+    for load in loads:
+        pairs = by_load[load]
+        measured = [a for a in arms if any(a in pair for pair in pairs)]
+        out["loads"][load] = {"pairs": pairs, "summary": summarise_ab(pairs, measured)}
+        s = out["loads"][load]["summary"]
+        g = s.get("global", {}).get("rps_ratio") or {}
+        p = s.get("global", {}).get("p99_ratio") or {}
+        log(
+            "  {} {} {} {} {}: none {:.0f} rps; global/none rps x{:.3f} p99 x{:.3f}{}".format(
+                record_name,
+                http,
+                loop,
+                app,
+                load,
+                s["none"]["rps_median"] or 0,
+                g.get("median", float("nan")),
+                p.get("median", float("nan")),
+                "".join(
+                    "; {}/none rps x{:.3f}".format(a, s[a]["rps_ratio"]["median"])
+                    for a in measured
+                    if a not in ("none", "global") and s.get(a, {}).get("rps_ratio")
+                ),
             )
-        return out
-    finally:
-        for server in servers.values():
-            server.stop()
+        )
+    return out
 
 
 def section_throughput(cfg, envinfo, results):
@@ -810,6 +837,141 @@ def section_throughput(cfg, envinfo, results):
                     save(results)
 
 
+CG_ARMS = ("none", "global", "route", "none-again")
+# The first release with the upstream fixes the guard applies to each release:
+# its unguarded count is what the fixes cost upstream.
+CG_REFERENCE = {"0.12.2": "0.12.3", "0.27.0": "0.27.1"}
+
+
+def exact_requests(sock, count, depth, timeout=120):
+    """Send ``count`` GET / on ``sock``, ``depth`` per write, and read every
+    response (Content-Length framed) before the next write."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * depth
+    deadline = time.monotonic() + timeout
+    buf = b""
+    for _ in range(count // depth):
+        sock.sendall(request)
+        for _ in range(depth):
+            while True:
+                head, sep, rest = buf.partition(b"\r\n\r\n")
+                if sep:
+                    length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n")[0])
+                    if len(rest) >= length:
+                        buf = rest[length:]
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("responses did not arrive in {} s".format(timeout))
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError("connection closed by the server")
+                buf += data
+
+
+def callgrind_totals(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError("no totals in " + path)
+
+
+def count_instructions(py, http, arm, cfg):
+    """Instructions the server executes per request, counted by callgrind.
+
+    The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
+    with a fixed hash seed; after a warm-up, ``callgrind_control -i on``
+    starts the count, exactly ``cg_requests`` keep-alive requests (one at a
+    time on one connection) are answered and dumped, then as many in 16-deep
+    pipelined batches.  Instruction counts do not depend on what else the
+    machine runs."""
+    mode = "none" if arm == "none-again" else arm
+    out_file = WORK / "callgrind.{}.%p".format(arm)
+    server = Server(
+        py,
+        http,
+        "asyncio",
+        "hello",
+        mode,
+        keep_alive=120,  # callgrind_control takes seconds; the connection must outlive them
+        wrapper=[
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--callgrind-out-file=" + str(out_file),
+        ],
+        env={"PYTHONHASHSEED": "0"},
+    )
+    if not server.start(timeout=180):
+        return {"error": server.error}
+    pid = str(server.proc.pid)
+    dumps = str(out_file).replace("%p", pid)
+
+    def control(*args):
+        run(["callgrind_control"] + list(args) + [pid], timeout=120)
+
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+            exact_requests(sock, 160, 1)  # warm-up, not counted
+            exact_requests(sock, 160, 16)
+            control("--instr=on")
+            counts = {}
+            for load, n in (("keepalive", 1), ("pipeline16", 16)):
+                control("--zero")
+                exact_requests(sock, cfg["cg_requests"], n)
+                control("--dump=" + load)
+            control("--instr=off")
+        for i, load in enumerate(("keepalive", "pipeline16"), 1):
+            counts[load] = callgrind_totals("{}.{}".format(dumps, i)) / float(cfg["cg_requests"])
+        return {"ir_per_request": counts, "info": server.info}
+    finally:
+        server.stop()
+        for leftover in WORK.glob("callgrind.{}.{}*".format(arm, pid)):
+            leftover.unlink()
+
+
+def section_instructions(cfg, envinfo, results):
+    rows = results.setdefault("instructions", [])
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        rows.append({"skipped": "valgrind (callgrind) is not installed"})
+        log("instructions: skipped, valgrind not installed")
+        return
+    for release in cfg["releases"]:
+        py = envinfo["envs"][release]["python"]
+        for http in cfg["impls"]:
+            row = {"release": release, "http": http, "arms": {}}
+            for arm in CG_ARMS:
+                row["arms"][arm] = count_instructions(py, http, arm, cfg)
+            reference = CG_REFERENCE.get(release)
+            if reference in envinfo["envs"]:
+                ref_py = envinfo["envs"][reference]["python"]
+                row["reference"] = dict(
+                    count_instructions(ref_py, http, "none", cfg), release=reference
+                )
+            base = row["arms"]["none"].get("ir_per_request")
+            if base:
+                row["ratios"] = {
+                    arm: {load: v["ir_per_request"][load] / base[load] for load in base}
+                    for arm, v in row["arms"].items()
+                    if arm != "none" and v.get("ir_per_request")
+                }
+            rows.append(row)
+            log(
+                "instructions: uvicorn {} {}: {}".format(
+                    release,
+                    http,
+                    "; ".join(
+                        "{} {}".format(
+                            arm,
+                            " ".join("{} x{:.4f}".format(k, v) for k, v in r.items()),
+                        )
+                        for arm, r in (row.get("ratios") or {}).items()
+                    )
+                    or str({a: v.get("error") for a, v in row["arms"].items()})[:300],
+                )
+            )
+            save(results)
+
+
 def section_memory(cfg, envinfo, results):
     rows = results.setdefault("memory", [])
     n = cfg["mem_requests"]
@@ -821,14 +983,9 @@ def section_memory(cfg, envinfo, results):
             pairs = []
             unavailable = {}
             for i in range(cfg["mem_pairs"]):
-                servers = {}
+                servers, failed = start_arms(py, http, "asyncio", "hello", ARMS)
+                unavailable.update(failed)
                 try:
-                    for arm in ARMS:
-                        server = Server(py, http, "asyncio", "hello", arm)
-                        if server.start():
-                            servers[arm] = server
-                        else:
-                            unavailable[arm] = server.error
                     arms = [a for a in ARMS if a in servers]
                     if "none" not in arms:
                         break
@@ -1320,6 +1477,7 @@ RESULTS_PATH = None
 def save(results):
     results["meta"]["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
     tmp = RESULTS_PATH.with_suffix(".json.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     os.replace(str(tmp), str(RESULTS_PATH))
 
@@ -1365,6 +1523,8 @@ def git_state():
 def run_section(section, cfg, envinfo, results, args):
     if section == "throughput":
         section_throughput(cfg, envinfo, results)
+    elif section == "instructions":
+        section_instructions(cfg, envinfo, results)
     elif section == "memory":
         section_memory(cfg, envinfo, results)
     elif section == "retention":
@@ -1443,9 +1603,10 @@ def main(argv=None):
     WORK.mkdir(parents=True, exist_ok=True)
     try:
         ensure_wrk()
-        all_releases = tuple(
-            sorted(set(cfg["releases"]), key=lambda r: tuple(int(x) for x in r.split(".")))
-        )
+        wanted = set(cfg["releases"])
+        if "instructions" in sections:
+            wanted.update(CG_REFERENCE[r] for r in cfg["releases"] if r in CG_REFERENCE)
+        all_releases = tuple(sorted(wanted, key=lambda r: tuple(int(x) for x in r.split("."))))
         envinfo = build_environments(all_releases, args.python)
         results = {
             "meta": {
