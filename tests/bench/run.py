@@ -39,8 +39,9 @@ Sections (``--only`` picks some):
                 pipelining, 64 connections.
 ``instructions``  instructions per request of the server, counted by
                 valgrind's callgrind (hello app, asyncio; arms none, global,
-                route and none again for the count's own repeatability):
-                independent of the other work on the machine.
+                route and none again for the count's own repeatability, and
+                the unguarded first release with the upstream fixes; quick:
+                none and global): independent of the other work on the machine.
 ``memory``      RSS (VmRSS) of fresh servers after 200k keep-alive requests.
 ``retention``   1,000 connections reset by the client (SO_LINGER 0, close),
                 after the response and in the middle of a request; live
@@ -114,6 +115,8 @@ FULL = {
     "micro_number": 20000,
     "micro_requests": 2000,
     "cg_requests": 1008,  # per load, a multiple of 16
+    "cg_arms": ("none", "global", "route", "none-again"),
+    "cg_reference": True,  # also count the first release with the upstream fixes
     "quiet_wait": 10,  # max seconds to wait for the machine to calm down before a pair
     "quiet_budget": 2400,  # max seconds of such waiting in the whole run
 }
@@ -135,6 +138,8 @@ QUICK = dict(
     micro_number=5000,
     micro_requests=300,
     cg_requests=160,
+    cg_arms=("none", "global"),
+    cg_reference=False,
     quiet_wait=2,
     quiet_budget=20,
 )
@@ -837,7 +842,6 @@ def section_throughput(cfg, envinfo, results):
                     save(results)
 
 
-CG_ARMS = ("none", "global", "route", "none-again")
 # The first release with the upstream fixes the guard applies to each release:
 # its unguarded count is what the fixes cost upstream.
 CG_REFERENCE = {"0.12.2": "0.12.3", "0.27.0": "0.27.1"}
@@ -939,10 +943,10 @@ def section_instructions(cfg, envinfo, results):
         py = envinfo["envs"][release]["python"]
         for http in cfg["impls"]:
             row = {"release": release, "http": http, "arms": {}}
-            for arm in CG_ARMS:
+            for arm in cfg["cg_arms"]:
                 row["arms"][arm] = count_instructions(py, http, arm, cfg)
             reference = CG_REFERENCE.get(release)
-            if reference in envinfo["envs"]:
+            if cfg["cg_reference"] and reference in envinfo["envs"]:
                 ref_py = envinfo["envs"][reference]["python"]
                 row["reference"] = dict(
                     count_instructions(ref_py, http, "none", cfg), release=reference
@@ -1604,7 +1608,7 @@ def main(argv=None):
     try:
         ensure_wrk()
         wanted = set(cfg["releases"])
-        if "instructions" in sections:
+        if "instructions" in sections and cfg["cg_reference"]:
             wanted.update(CG_REFERENCE[r] for r in cfg["releases"] if r in CG_REFERENCE)
         all_releases = tuple(sorted(wanted, key=lambda r: tuple(int(x) for x in r.split("."))))
         envinfo = build_environments(all_releases, args.python)
