@@ -540,6 +540,20 @@ def render(results, targets):
                     h[1]["median_ms"] - h[0]["median_ms"],
                 )
             )
+        cg = s.get("instructions")
+        if cg:
+            share = cg["difference"] / float(cg["without"])
+            add(
+                "| instructions of `python -c pass`, start to exit (callgrind, PYTHONHASHSEED=0: "
+                "the same count every run) | {:,} | {:,} | {:+,} ({:+.1%}; at the median `-c pass` "
+                "time without, about {:+.3f} ms) |".format(
+                    cg["without"],
+                    cg["with"],
+                    cg["difference"],
+                    share,
+                    share * s["without_median_ms"],
+                )
+            )
         add(
             "| the .pth line alone: fresh `python -S` process, the modules a normal start-up "
             "has loaded imported first, then `exec(line)` as site.py does, timed once | | | "

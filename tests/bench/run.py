@@ -1400,6 +1400,7 @@ def section_hook(cfg, envinfo, results, python):
             ]
             jpath.unlink()
     summary = dict(_paired(bare))
+    summary["instructions"] = startup_instructions(py, env)
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
     summary["pth_first_exec_us"] = statistics.median(first)
@@ -1423,6 +1424,27 @@ def section_hook(cfg, envinfo, results, python):
         )
     )
     save(results)
+
+
+def startup_instructions(py, env):
+    """Instructions of ``python -c pass`` (start-up to exit) in each venv, by
+    callgrind with a fixed hash seed: the same count on every run, so the
+    hook's cost shows without the spawn-time noise.  None without valgrind."""
+    if not shutil.which("valgrind"):
+        return None
+    counts = {}
+    for name, python in py.items():
+        out_file = WORK / "callgrind.hook.{}".format(name)
+        run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + str(out_file)]
+            + [python, "-c", "pass"],
+            timeout=300,
+            env=dict(env, PYTHONHASHSEED="0"),
+        )
+        counts[name] = callgrind_totals(str(out_file))
+        out_file.unlink()
+    counts["difference"] = counts["with"] - counts["without"]
+    return counts
 
 
 def section_micro(cfg, envinfo, results):
