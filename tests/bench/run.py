@@ -883,10 +883,10 @@ def count_instructions(py, http, arm, cfg):
     """Instructions the server executes per request, counted by callgrind.
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    with a fixed hash seed; after a warm-up, ``callgrind_control -i on``
-    starts the count, exactly ``cg_requests`` keep-alive requests (one at a
-    time on one connection) are answered and dumped, then as many in 16-deep
-    pipelined batches.  Instruction counts do not depend on what else the
+    with a fixed hash seed; after a warm-up, ``callgrind_control --instr=on``
+    starts the count, and for each of ``LOADS`` exactly ``cg_requests``
+    requests (one at a time, then in 16-deep pipelined batches, on one
+    connection) are answered and dumped.  Instruction counts do not depend on what else the
     machine runs."""
     mode = "none" if arm == "none-again" else arm
     out_file = WORK / "callgrind.{}.%p".format(arm)
@@ -919,12 +919,12 @@ def count_instructions(py, http, arm, cfg):
             exact_requests(sock, 160, 16)
             control("--instr=on")
             counts = {}
-            for load, n in (("keepalive", 1), ("pipeline16", 16)):
+            for load, depth in LOADS.items():
                 control("--zero")
-                exact_requests(sock, cfg["cg_requests"], n)
+                exact_requests(sock, cfg["cg_requests"], depth)
                 control("--dump=" + load)
             control("--instr=off")
-        for i, load in enumerate(("keepalive", "pipeline16"), 1):
+        for i, load in enumerate(LOADS, 1):  # callgrind numbers the dumps from 1
             counts[load] = callgrind_totals("{}.{}".format(dumps, i)) / float(cfg["cg_requests"])
         return {"ir_per_request": counts, "info": server.info}
     finally:
