@@ -1,12 +1,12 @@
-"""keepalive-guard's import hooks and start-up hook (stdlib only, Python 3.6+).
+"""keepalive-guard's import hooks and the start-up hook's boot (stdlib only, 3.6+).
 
-``keepalive_guard.pth`` runs in every interpreter that has keepalive-guard
-installed.  It imports nothing: with ``KEEPALIVE_GUARD`` set it calls
-``boot()`` at once; otherwise it puts first on ``sys.meta_path`` a finder that
-only calls ``boot()`` when ``uvicorn`` is first imported (and finds nothing
-itself), so an interpreter that never imports uvicorn never loads this
-module.  This module does as little as possible and never raises into an
-import:
+``keepalive_guard.pth`` imports ``_keepalive_guard_hook`` in every interpreter
+that has keepalive-guard installed.  That module loads nothing else: with
+``KEEPALIVE_GUARD`` set it calls ``boot()`` at once; otherwise it puts itself
+first on ``sys.meta_path`` as a finder that only calls ``boot()`` when
+``uvicorn`` is first imported (and finds nothing itself), so an interpreter
+that never imports uvicorn never loads this module.  This module does as
+little as possible and never raises into an import:
 
 * ``when_imported(name, callback)`` calls ``callback(module)`` once ``name``
   has finished importing (at once if it already has): the guard patches
@@ -67,10 +67,10 @@ def _remove_finders():
     has booted.
     """
 
+    hook = sys.modules.get("_keepalive_guard_hook") if _booted else None
+
     def ours(finder):
-        return isinstance(finder, _Finder) or (
-            _booted and type(finder).__name__ == "KeepaliveGuardBoot"
-        )
+        return isinstance(finder, _Finder) or (hook is not None and finder is hook)
 
     if any(ours(finder) for finder in sys.meta_path):
         sys.meta_path = [finder for finder in sys.meta_path if not ours(finder)]

@@ -1,6 +1,6 @@
 """The compatibility matrix: keepalive-guard on every uvicorn release 0.11.0 to 0.54.0.
 
-Issue #3.  For every release in ``keepalive_guard._fingerprints.RELEASES``
+Issue #3.  For every release in ``keepalive_guard/fingerprints.txt``
 (0.11.0 to 0.54.0 with the .post releases, without the yanked 0.17.0), on the
 oldest and the newest CPython the release supports here
 (``interpreters.supported_pythons``), this builds (or reuses) the release's
@@ -50,7 +50,6 @@ Tooling (Python 3.9+, standard library only, plus uv which envs.py installs).
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import hashlib
 import json
@@ -119,14 +118,11 @@ _save_lock = threading.Lock()
 
 
 def releases() -> list:
-    """RELEASES from keepalive_guard/_fingerprints.py, read without importing the package."""
-    tree = ast.parse((ROOT / "keepalive_guard" / "_fingerprints.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "RELEASES" for t in node.targets
-        ):
-            return list(ast.literal_eval(node.value))
-    raise SystemExit("RELEASES not found in keepalive_guard/_fingerprints.py")
+    """The ``releases`` line of keepalive_guard/fingerprints.txt."""
+    for line in (ROOT / "keepalive_guard" / "fingerprints.txt").read_text().splitlines():
+        if line.startswith("releases "):
+            return line.split()[1:]
+    raise SystemExit("no releases line in keepalive_guard/fingerprints.txt")
 
 
 def version_key(text: str) -> tuple:

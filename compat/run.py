@@ -63,7 +63,13 @@ def parse_cells(text):
 def lint():
     uv = envs.ensure_uv()
     for args in (["check"], ["format", "--check"]):
-        paths = ["keepalive_guard", "_keepalive_guard_boot.py", "tests", "compat"]
+        paths = [
+            "keepalive_guard",
+            "_keepalive_guard_boot.py",
+            "_keepalive_guard_hook.py",
+            "tests",
+            "compat",
+        ]
         cmd = uv + ["tool", "run", RUFF] + args + paths
         result = subprocess.run(cmd, cwd=str(ROOT), timeout=300)
         if result.returncode != 0:

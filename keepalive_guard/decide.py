@@ -12,7 +12,7 @@ import sys
 from typing import Dict, Optional, Tuple
 
 from . import patcher
-from .fingerprint import function_fingerprint
+from .fingerprint import function_fingerprint, read_table, studied_releases
 from .fixes import CATALOGUE
 from .fixes.base import Fix
 from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version, release
@@ -29,15 +29,33 @@ class Plan(object):
         self.hooks = []  # type: List[Tuple[str, object]]
 
 
-def studied_without_fix(fix: Fix, impl: str, key: str, fingerprint: "Optional[str]") -> bool:
-    """Whether a studied release lacking ``fix`` ships ``key`` with this code."""
-    from ._fingerprints import KNOWN  # a large table: loaded only to decide
+class _Studied(object):
+    """What one plan compares the installed code with, made on first use.
 
-    releases = KNOWN.get(impl, {}).get(key, {}).get(fingerprint, ())
-    return any(fix.is_broken(impl, release(text)) for text in releases)
+    Each method is fingerprinted once however many fixes inspect it, and the
+    table is read once per plan; neither outlives the plan.
+    """
+
+    def __init__(self) -> None:
+        self._table = None  # type: Optional[str]
+        self._fingerprints = {}  # type: Dict[object, Optional[str]]
+
+    def fingerprint(self, function: object) -> "Optional[str]":
+        if function not in self._fingerprints:
+            self._fingerprints[function] = function_fingerprint(function)
+        return self._fingerprints[function]
+
+    def without_fix(self, fix: Fix, impl: str, key: str, fingerprint: str) -> bool:
+        """Whether a studied release lacking ``fix`` ships ``key`` with this code."""
+        if self._table is None:
+            self._table = read_table()
+        releases = studied_releases(self._table, impl, key, fingerprint)
+        return any(fix.is_broken(impl, release(text)) for text in releases)
 
 
-def _check_code(fix: Fix, impl: Implementation, classes: "Dict[str, type]", version) -> str:
+def _check_code(
+    fix: Fix, impl: Implementation, classes: "Dict[str, type]", version, studied: _Studied
+) -> str:
     """Why the code is not what the fix expects, or '' if it is."""
     by_name = {cls.__name__: cls for cls in classes.values()}
     for key in fix.inspects(impl.name, version):
@@ -47,8 +65,14 @@ def _check_code(fix: Fix, impl: Implementation, classes: "Dict[str, type]", vers
             return "{} is missing".format(key)
         if patcher.is_guard_object(value):
             return "{} is already patched by another copy of keepalive-guard".format(key)
-        fingerprint = function_fingerprint(value)
-        if not studied_without_fix(fix, impl.name, key, fingerprint):
+        fingerprint = studied.fingerprint(value)
+        if fingerprint is None:
+            return "{} is not a Python function".format(key)
+        try:
+            known = studied.without_fix(fix, impl.name, key, fingerprint)
+        except (OSError, UnicodeDecodeError) as exc:
+            return "the fingerprint table cannot be read ({})".format(exc)
+        if not known:
             return "{} does not match any release lacking the fix (fingerprint {})".format(
                 key, fingerprint
             )
@@ -65,15 +89,18 @@ def plan(impl: Implementation, module: object, selection: "Tuple[str, ...]") -> 
     version_text = str(getattr(uvicorn, "__version__", "unknown"))
     version = parse_version(version_text)
     result = Plan(version_text, impl.classes(module))
+    studied = _Studied()
     for fix in CATALOGUE.values():
-        state, reason = _decide(fix, impl, result.classes, version, version_text, selection)
+        state, reason = _decide(
+            fix, impl, result.classes, version, version_text, selection, studied
+        )
         result.statuses.append(FixStatus(fix.id, impl.name, state, reason, fix.upstream))
         if state == APPLIED:
             result.hooks.extend((fix.id, hook) for hook in fix.hooks(impl.name, version))
     return result
 
 
-def _decide(fix, impl, classes, version, version_text, selection) -> "Tuple[str, str]":
+def _decide(fix, impl, classes, version, version_text, selection, studied) -> "Tuple[str, str]":
     if fix.id not in selection:
         return DISABLED, "not selected"
     if fix.broken.get(impl.name) is None:  # structural: true of every release
@@ -89,7 +116,7 @@ def _decide(fix, impl, classes, version, version_text, selection) -> "Tuple[str,
         )
     if not fix.is_broken(impl.name, version):
         return FIXED_UPSTREAM, "fixed upstream in {}".format(fix.first_fixed[impl.name])
-    why = _check_code(fix, impl, classes, version)
+    why = _check_code(fix, impl, classes, version, studied)
     if why:
         return UNRECOGNISED, why
     return APPLIED, "backports {}".format(fix.upstream)

@@ -10,11 +10,18 @@ exception handlers to the end).  The docstring is dropped so ``python -OO``
 gives the same answer; ``AssertionError`` is dropped because CPython 3.6-3.8
 load it by name and 3.9+ do not.  The result is identical on CPython 3.6 to
 3.13 for the same source (``compat/fingerprints.py generate`` checks that).
+
+The fingerprints of every studied release are a generated text file,
+``fingerprints.txt``, read while deciding and dropped afterwards: imported as
+a module, the table stayed in every server process (about 70 kB of RSS).
 """
 
+import os
 import sys
 import types
-from typing import Callable, Optional
+from typing import Callable, List, Optional
+
+TABLE = "fingerprints.txt"
 
 _VOLATILE_NAMES = frozenset(("AssertionError",))
 
@@ -54,19 +61,28 @@ def code_fingerprint(code: types.CodeType, has_docstring: bool) -> str:
     items.extend(repr(("s", text)) for text in strings)
     items.sort()
     text = "[" + ", ".join(items) + "]"
-    return _sha256()(text.encode("utf-8")).hexdigest()[:16]
+    return _sha512()(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _sha256() -> Callable:
-    """CPython's own SHA-256 module: importing hashlib (OpenSSL) costs ~2 ms more."""
+def _sha512() -> Callable:
+    """SHA-512 from a module this process has already loaded, if any.
+
+    ``random`` loads one at start-up on CPython 3.6-3.12 (hashlib, _sha512 or
+    _sha2), and uvicorn imports ``random``: loading a second hash module
+    would cost every server about 28 kB of RSS, and hashlib (OpenSSL) ~2 ms.
+    """
+    for name in ("_sha2", "_sha512", "hashlib"):
+        sha512 = getattr(sys.modules.get(name), "sha512", None)
+        if sha512 is not None:
+            return sha512
     try:
         if sys.version_info >= (3, 12):
-            from _sha2 import sha256
+            from _sha2 import sha512
         else:
-            from _sha256 import sha256
+            from _sha512 import sha512
     except ImportError:  # a build without them
-        from hashlib import sha256
-    return sha256
+        from hashlib import sha512
+    return sha512
 
 
 def function_fingerprint(function: object) -> "Optional[str]":
@@ -75,3 +91,21 @@ def function_fingerprint(function: object) -> "Optional[str]":
     if not isinstance(code, types.CodeType):
         return None
     return code_fingerprint(code, getattr(function, "__doc__", None) is not None)
+
+
+def read_table() -> str:
+    """The generated table (see the module docstring); works from a zip too."""
+    path = os.path.join(os.path.dirname(__file__), TABLE)
+    return __spec__.loader.get_data(path).decode("ascii")
+
+
+def studied_releases(table: str, impl: str, key: str, fingerprint: str) -> "List[str]":
+    """The releases whose ``impl`` module ships ``key`` with this fingerprint.
+
+    A table line reads ``<impl> <Class.method> <fingerprint> <release> ...``.
+    """
+    start = table.find("\n{} {} {} ".format(impl, key, fingerprint))
+    if start < 0:
+        return []
+    end = table.find("\n", start + 1)
+    return table[start + 1 : end if end >= 0 else len(table)].split()[3:]

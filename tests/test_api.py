@@ -440,6 +440,50 @@ def test_unknown_uvicorn_version(guard, monkeypatch, caplog, version):
     assert differences(PRISTINE) == [] and guard.status().installed is False
 
 
+def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch):
+    import keepalive_guard.decide
+
+    def unreadable():
+        raise OSError("fingerprints.txt: permission denied")
+
+    monkeypatch.setattr(keepalive_guard.decide, "read_table", unreadable)
+    report = guard.install()
+    checked = [s for s in report.fixes if s.state not in ("fixed upstream", "not applicable")]
+    assert len(checked) == len([1 for f in FIXES for i in IMPLS if has_bug(f, i)])
+    for s in checked:
+        assert s.state == "unrecognised", s
+        assert "fingerprint table cannot be read" in s.reason and "permission denied" in s.reason
+    assert differences(PRISTINE) == []
+    guard.uninstall()
+
+
+def test_a_method_that_is_not_a_function_is_unrecognised(guard, monkeypatch):
+    # e.g. a C-accelerated replacement: nothing to fingerprint, so nothing to trust
+    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", len)
+    modified = snapshot()
+    report = guard.install()
+    for fix in FIXES:
+        if has_bug(fix, "h11"):
+            s = report.get(fix, "h11")
+            assert s.state == "unrecognised", s
+            assert "on_response_complete is not a Python function" in s.reason
+    guard.uninstall()
+    assert differences(modified) == []
+
+
+def test_fingerprint_table_lookup():
+    from keepalive_guard.fingerprint import read_table, studied_releases
+
+    table = read_table()
+    releases = table.split("\nreleases ", 1)[1].split("\n", 1)[0].split()
+    assert releases[0] == "0.11.0" and releases[-1] == "0.54.0" and "0.17.0" not in releases
+    line = next(x for x in table.splitlines() if x.startswith("h11 H11Protocol.handle_events "))
+    impl, key, fingerprint, *found = line.split()
+    assert found and studied_releases(table, impl, key, fingerprint) == found
+    assert studied_releases(table, impl, key, "0" * 16) == []
+    assert studied_releases(table, impl, "H11Protocol.handle", fingerprint) == []
+
+
 # --- someone else patched after us ------------------------------------------
 
 

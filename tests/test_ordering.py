@@ -359,9 +359,10 @@ def warn_if_wheel_is_stale():
         installed = os.path.join(folder, "keepalive_guard")
         if os.path.isdir(installed) and os.path.isdir(source):
             stale = _stale_files(installed, source)
-            boot = "_keepalive_guard_boot.py"
-            if _read(os.path.join(folder, boot)) != _read(os.path.join(source, os.pardir, boot)):
-                stale.append(boot)
+            for boot in ("_keepalive_guard_boot.py", "_keepalive_guard_hook.py"):
+                here = os.path.join(source, os.pardir, boot)
+                if _read(os.path.join(folder, boot)) != _read(here):
+                    stale.append(boot)
             if stale:
                 warnings.warn(
                     "the installed keepalive_guard differs from {} in {}: rebuild and reinstall "
@@ -409,34 +410,36 @@ def test_env_route_off(workdir, installed_wheel, value):
 
 
 IDLE_HOOK = """
+def finder_name(finder):  # a module's name, else its class's
+    return getattr(finder, "__name__", None) or type(finder).__name__
 emit("boot_loaded_at_start", "_keepalive_guard_boot" in sys.modules)
-emit("finders_at_start", [type(f).__name__ for f in sys.meta_path])
+emit("finders_at_start", [finder_name(f) for f in sys.meta_path])
 import uvicorn.config
 import uvicorn.main
 emit("boot_loaded_after_uvicorn", "_keepalive_guard_boot" in sys.modules)
 emit("guarded_name", uvicorn.config.HTTP_PROTOCOLS.get("guarded"))
 emit("kg_loaded", "keepalive_guard" in sys.modules)
-emit("finders_after", [type(f).__name__ for f in sys.meta_path])
+emit("finders_after", [finder_name(f) for f in sys.meta_path])
 import keepalive_guard
 keepalive_guard.install()
-emit("finders_installed", [type(f).__name__ for f in sys.meta_path])
+emit("finders_installed", [finder_name(f) for f in sys.meta_path])
 import_protocols()
 emit("httptools_loaded", "uvicorn.protocols.http.httptools_impl" in sys.modules)
-emit("finders_patched", [type(f).__name__ for f in sys.meta_path])
+emit("finders_patched", [finder_name(f) for f in sys.meta_path])
 """
 
 
 def test_idle_start_up_hook_loads_nothing_until_uvicorn(workdir, installed_wheel):
-    """Without KEEPALIVE_GUARD the .pth line imports nothing; importing uvicorn boots
+    """Without KEEPALIVE_GUARD the .pth imports only the hook; importing uvicorn boots
     the hook, which registers the --http names without loading the package."""
     r = script(workdir, IDLE_HOOK, env={})
     assert r["boot_loaded_at_start"] is False
-    assert r["finders_at_start"][0] == "KeepaliveGuardBoot"
+    assert r["finders_at_start"][0] == "_keepalive_guard_hook"
     assert r["boot_loaded_after_uvicorn"] is True
     assert r["guarded_name"] == "keepalive_guard.protocols:AutoHTTPProtocol"
     assert r["kg_loaded"] is False
     # Nothing awaited any more: no finder of ours stays on later imports...
-    assert r["finders_after"] == [f for f in r["finders_at_start"] if f != "KeepaliveGuardBoot"]
+    assert r["finders_after"] == [f for f in r["finders_at_start"] if f != "_keepalive_guard_hook"]
     # ...until install() waits for the protocol modules, and again once they loaded.
     assert r["finders_installed"][0] == "_Finder"
     if r["httptools_loaded"]:
