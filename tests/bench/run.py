@@ -39,7 +39,8 @@ Sections (``--only`` picks some):
                 pipelining, 64 connections.
 ``instructions``  instructions per request of the server, counted by
                 valgrind's callgrind (hello app, asyncio; arms none, global,
-                route and none again for the count's own repeatability, and
+                route, each in 3 server processes (their median; the unguarded
+                processes' spread is the count's own noise floor), and
                 the unguarded first release with the upstream fixes; quick:
                 none and global): independent of the other work on the machine.
 ``memory``      RSS (VmRSS) of fresh servers after 200k keep-alive requests.
@@ -115,7 +116,8 @@ FULL = {
     "micro_number": 20000,
     "micro_requests": 2000,
     "cg_requests": 1008,  # per load, a multiple of 16
-    "cg_arms": ("none", "global", "route", "none-again"),
+    "cg_arms": ("none", "global", "route"),
+    "cg_processes": 3,  # servers per arm: counts differ a little between processes
     "cg_reference": True,  # also count the first release with the upstream fixes
     "quiet_wait": 10,  # max seconds to wait for the machine to calm down before a pair
     "quiet_budget": 2400,  # max seconds of such waiting in the whole run
@@ -139,6 +141,7 @@ QUICK = dict(
     micro_requests=300,
     cg_requests=160,
     cg_arms=("none", "global"),
+    cg_processes=1,
     cg_reference=False,
     quiet_wait=2,
     quiet_budget=20,
@@ -887,8 +890,9 @@ def count_instructions(py, http, arm, cfg):
     starts the count, and for each of ``LOADS`` exactly ``cg_requests``
     requests (one at a time, then in 16-deep pipelined batches, on one
     connection) are answered and dumped.  Instruction counts do not depend on what else the
-    machine runs."""
-    mode = "none" if arm == "none-again" else arm
+    machine runs, but differ a little between processes of the same code (objects hashed
+    by address land differently in asyncio's and uvicorn's sets)."""
+    mode = arm
     out_file = WORK / "callgrind.{}.%p".format(arm)
     server = Server(
         py,
@@ -933,6 +937,21 @@ def count_instructions(py, http, arm, cfg):
             leftover.unlink()
 
 
+def count_processes(py, http, arm, cfg):
+    """count_instructions in ``cg_processes`` servers, one after another:
+    ``ir_per_request`` is their median per load, ``processes`` each one's."""
+    runs = [count_instructions(py, http, arm, cfg) for _ in range(cfg["cg_processes"])]
+    counts = [r["ir_per_request"] for r in runs if "ir_per_request" in r]
+    if not counts:
+        return {"error": runs[0].get("error")}
+    return {
+        "ir_per_request": {load: statistics.median(c[load] for c in counts) for load in counts[0]},
+        "processes": counts,
+        "errors": [r["error"] for r in runs if "error" in r],
+        "info": next(r["info"] for r in runs if "info" in r),
+    }
+
+
 def section_instructions(cfg, envinfo, results):
     rows = results.setdefault("instructions", [])
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
@@ -944,12 +963,12 @@ def section_instructions(cfg, envinfo, results):
         for http in cfg["impls"]:
             row = {"release": release, "http": http, "arms": {}}
             for arm in cfg["cg_arms"]:
-                row["arms"][arm] = count_instructions(py, http, arm, cfg)
+                row["arms"][arm] = count_processes(py, http, arm, cfg)
             reference = CG_REFERENCE.get(release)
             if cfg["cg_reference"] and reference in envinfo["envs"]:
                 ref_py = envinfo["envs"][reference]["python"]
                 row["reference"] = dict(
-                    count_instructions(ref_py, http, "none", cfg), release=reference
+                    count_processes(ref_py, http, "none", cfg), release=reference
                 )
             base = row["arms"]["none"].get("ir_per_request")
             if base:
