@@ -892,14 +892,13 @@ def count_instructions(py, http, arm, cfg):
     connection) are answered and dumped.  Instruction counts do not depend on what else the
     machine runs, but differ a little between processes of the same code (objects hashed
     by address land differently in asyncio's and uvicorn's sets)."""
-    mode = arm
     out_file = WORK / "callgrind.{}.%p".format(arm)
     server = Server(
         py,
         http,
         "asyncio",
         "hello",
-        mode,
+        arm,
         keep_alive=120,  # callgrind_control takes seconds; the connection must outlive them
         wrapper=[
             "valgrind",
