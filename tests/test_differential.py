@@ -156,6 +156,22 @@ def pipelined_body_arriving_later(client, deadline):
 
 
 @case(1)
+def pipelined_partial_next(client, deadline):
+    """A request and the first bytes of a next one that never completes.
+
+    The keep-alive timer armed when the response completes must still close
+    the connection (on h11 the guard arms it after finding no request)."""
+    client.send(get("/") + get("/next")[:12])
+    return _read(client, 1, deadline)
+
+
+@case(None)  # the second request is malformed: 400 on some releases, a bare close on others
+def pipelined_malformed_next(client, deadline):
+    client.send(get("/") + b"NOT AN HTTP REQUEST\r\n\r\n")
+    return _read(client, 2, deadline)
+
+
+@case(1)
 def streaming_response(client, deadline):
     client.send(get("/stream"))
     return _read(client, 1, deadline)

@@ -3,9 +3,9 @@
 A fix never replaces a whole uvicorn method.  It adds a small piece of
 behaviour before or after a protocol method at one of the hook points that
 have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
-when a response completes, through one shared wrapper, where E on httptools
-also stands in for the original when a request is queued) and the h11
-upgrade method.  The patcher builds one replacement per method.
+when a response completes, through one shared wrapper, where E also stands
+in for the original when a buffered request can start) and the h11 upgrade
+method.  The patcher builds one replacement per method.
 """
 
 from typing import Callable, Dict, Optional, Tuple

@@ -4,10 +4,11 @@ Every response of a production server passes through here, so the fixes
 that act when a response completes do not each wrap the method (a Python
 call layer apiece); their steps are written out in one plain function per
 implementation, each switched on by the fix's selection, in the order they
-must run: C, D, the original method, E.  On httptools with a request queued,
-E's step takes the original's place (see its module).  What each step
-fixes, why, and for which releases: the fix's own module.  The common path
-(no lingering ``receive()``, nothing pipelined) costs a few attribute reads.
+must run: C, D, then the original method, or E's step in its place (h11:
+where a buffered request can start, i.e. both sides of the exchange done,
+which is most responses; httptools: whenever the transport is open).  What each step fixes, why,
+and for which releases: the fix's own module.  Without a lingering
+``receive()``, C and D cost an attribute read or two.
 """
 
 from typing import Callable, FrozenSet
@@ -24,6 +25,10 @@ def wrap(impl: str, original: Callable, fixes: "FrozenSet[str]") -> Callable:
 
 
 def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
+    import h11  # the h11 this uvicorn runs with: only h11 releases get here
+
+    done, idle, closed = h11.DONE, h11.IDLE, h11.CLOSED
+
     def on_response_complete(self):
         if c:  # C: a receive() of this request still waiting gets woken alone
             event = self.message_event
@@ -31,15 +36,29 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
                 reroute(self, event, ())
         if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
             cancel_keepalive(self)
-        if not e:
+        conn = self.conn
+        if (
+            not e
+            or conn.our_state is not done
+            or conn.their_state is not done
+            or self.transport.is_closing()
+        ):
             return original(self)
-        # E: the original starts a buffered request itself (handle_events);
-        # if it did, that request runs without the timer it just armed.
-        cycle = self.cycle
-        result = original(self)
-        if self.cycle is not cycle:
+        # E: what the original does when a buffered request can start, with
+        # the timer armed only if none did (upstream arms, then cancels).
+        self.server_state.total_requests += 1
+        if self.timeout_keep_alive_task is not None:
             cancel_keepalive(self)
-        return result
+        self.flow.resume_reading()
+        conn.start_next_cycle()
+        self.handle_events()
+        # The client side is idle again (or closed) unless a request or an
+        # upgrade started, or an invalid request closed the connection.
+        state = conn.their_state
+        if state is idle or state is closed:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     return on_response_complete
 
@@ -55,17 +74,22 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
                 isolate_next(self, queued)
         if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
             cancel_keepalive(self)
-        if not (e and queued) or self.transport.is_closing():
+        if not e or self.transport.is_closing():
             return original(self)
-        # E: what the original does when a request is queued, without the
-        # timer it would arm (upstream arms it only when none is queued).
+        # E: what the original does, with the timer armed only if no request
+        # is queued (as upstream from 0.27.1).
         self.server_state.total_requests += 1
         if self.timeout_keep_alive_task is not None:
             cancel_keepalive(self)
         self.flow.resume_reading()
-        cycle, app = queued.pop()
-        task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
+        if queued:
+            cycle, app = queued.pop()
+            task = self.loop.create_task(cycle.run_asgi(app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     return on_response_complete

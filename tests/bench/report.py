@@ -752,13 +752,15 @@ def _instructions(results, add):
     add("")
     add(
         "The server's own instructions per request, counted by valgrind's callgrind "
-        "(`valgrind --tool=callgrind --instr-atstart=no`, PYTHONHASHSEED=0, hello app, asyncio): "
-        "counting starts after a warm-up (`callgrind_control --instr=on`), then exactly {} "
-        "keep-alive requests (one at a time on one connection) and {} in 16-deep pipelined "
-        "batches are answered and dumped separately. Counts do not depend on the other work on "
+        "(`valgrind --tool=callgrind --instr-atstart=no`, hello app, asyncio): "
+        "on one connection, exactly {} keep-alive requests (one at a time), then {} in 16-deep "
+        "pipelined batches, are answered and dumped separately, each load counted "
+        "(`callgrind_control --instr=on`) after 160 uncounted requests of the same load, so the "
+        "state a load leaves behind (such as the keep-alive timers unguarded 0.12.2 leaves in the "
+        "event loop's heap) is not counted against the other. Counts do not depend on the other work on "
         "the machine, but differ a little between processes of the same code (objects hashed by "
         "address land differently in asyncio's and uvicorn's sets): each arm ran in {} server "
-        "processes, one after another, and its figure is their median; `unguarded spread` is "
+        "processes, one after another, with PYTHONHASHSEED 0, 1, ... (the same seeds for every arm), and its figure is their median; `unguarded spread` is "
         "(highest / lowest − 1) over the unguarded processes. `vs fixed upstream`: this release's guarded "
         "count over the unguarded count of the first release with the upstream fixes (below 1: "
         "the guarded old release does less work than upstream's own fix).".format(

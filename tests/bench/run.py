@@ -882,14 +882,14 @@ def callgrind_totals(path):
     raise RuntimeError("no totals in " + path)
 
 
-def count_instructions(py, http, arm, cfg):
+def count_instructions(py, http, arm, cfg, seed=0):
     """Instructions the server executes per request, counted by callgrind.
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    with a fixed hash seed; after a warm-up, ``callgrind_control --instr=on``
-    starts the count, and for each of ``LOADS`` exactly ``cg_requests``
-    requests (one at a time, then in 16-deep pipelined batches, on one
-    connection) are answered and dumped.  Instruction counts do not depend on what else the
+    with the hash seed ``seed``.  For each of ``LOADS`` in turn (one request at a
+    time, then 16-deep pipelined batches, on one connection): 160 requests of
+    that load warm up, uncounted; ``callgrind_control --instr=on`` starts the
+    count; exactly ``cg_requests`` requests are answered and dumped.  Instruction counts do not depend on what else the
     machine runs, but differ a little between processes of the same code (objects hashed
     by address land differently in asyncio's and uvicorn's sets)."""
     out_file = WORK / "callgrind.{}.%p".format(arm)
@@ -906,7 +906,7 @@ def count_instructions(py, http, arm, cfg):
             "--instr-atstart=no",
             "--callgrind-out-file=" + str(out_file),
         ],
-        env={"PYTHONHASHSEED": "0"},
+        env={"PYTHONHASHSEED": str(seed)},
     )
     if not server.start(timeout=180):
         return {"error": server.error}
@@ -918,15 +918,16 @@ def count_instructions(py, http, arm, cfg):
 
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
-            exact_requests(sock, 160, 1)  # warm-up, not counted
-            exact_requests(sock, 160, 16)
-            control("--instr=on")
             counts = {}
             for load, depth in LOADS.items():
+                # Warm-up with the same load, not counted: the state it leaves
+                # (such as keep-alive timers still in the loop's heap) is that load's.
+                exact_requests(sock, 160, depth)
+                control("--instr=on")
                 control("--zero")
                 exact_requests(sock, cfg["cg_requests"], depth)
                 control("--dump=" + load)
-            control("--instr=off")
+                control("--instr=off")
         for i, load in enumerate(LOADS, 1):  # callgrind numbers the dumps from 1
             counts[load] = callgrind_totals("{}.{}".format(dumps, i)) / float(cfg["cg_requests"])
         return {"ir_per_request": counts, "info": server.info}
@@ -937,9 +938,11 @@ def count_instructions(py, http, arm, cfg):
 
 
 def count_processes(py, http, arm, cfg):
-    """count_instructions in ``cg_processes`` servers, one after another:
+    """count_instructions in ``cg_processes`` servers, one after another, with
+    hash seeds 0, 1, ... (the same seeds for every arm, so each arm's median
+    samples layouts that hashing varies, not one layout the guard shifted):
     ``ir_per_request`` is their median per load, ``processes`` each one's."""
-    runs = [count_instructions(py, http, arm, cfg) for _ in range(cfg["cg_processes"])]
+    runs = [count_instructions(py, http, arm, cfg, seed) for seed in range(cfg["cg_processes"])]
     counts = [r["ir_per_request"] for r in runs if "ir_per_request" in r]
     if not counts:
         return {"error": runs[0].get("error")}
