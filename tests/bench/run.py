@@ -886,12 +886,13 @@ def count_instructions(py, http, arm, cfg, seed=0):
     """Instructions the server executes per request, counted by callgrind.
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    with the hash seed ``seed``.  For each of ``LOADS`` in turn (one request at a
-    time, then 16-deep pipelined batches, on one connection): 160 requests of
-    that load warm up, uncounted; ``callgrind_control --instr=on`` starts the
-    count; exactly ``cg_requests`` requests are answered and dumped.  Instruction counts do not depend on what else the
-    machine runs, but differ a little between processes of the same code (objects hashed
-    by address land differently in asyncio's and uvicorn's sets)."""
+    with the hash seed ``seed``.  For each of ``LOADS`` in turn (one request
+    at a time, then 16-deep pipelined batches, on one connection): 160
+    requests of that load warm up, uncounted; ``callgrind_control --instr=on``
+    starts the count; exactly ``cg_requests`` requests are answered and
+    dumped.  Instruction counts do not depend on what else the machine runs,
+    but differ a little between processes of the same code (objects hashed by
+    address land differently in asyncio's and uvicorn's sets)."""
     out_file = WORK / "callgrind.{}.%p".format(arm)
     server = Server(
         py,
