@@ -19,7 +19,10 @@ ways.  Timed statements (timeit, ``number`` calls per sample):
 ``orc_keepalive``  ``protocol.on_response_complete()`` on an open transport:
                    arms the keep-alive timer (the harness then cancels it, in
                    both arms; the loop is run between samples so asyncio drops
-                   the cancelled handles).
+                   the cancelled handles).  No request was made, so on h11
+                   both sides are idle: fix E's step checks h11's states and
+                   runs the original (after a real response, with both sides
+                   done, it runs in the original's place: see ``request``).
 ``orc_closing``    the same on a closing transport: the original returns after
                    one counter increment, so this isolates the guard's one
                    wrapper (the steps of C, D and E, fixes/completion.py).

@@ -583,7 +583,10 @@ def render(results, targets):
             "server's CPU per request. `cycle =`: `cycle.on_response = m; protocol.cycle = "
             "cycle` (uvicorn assigns once per request; the guard puts nothing on `cycle`, so "
             "the two arms should match). `on_response_complete`: open transport, timer armed then "
-            "cancelled by the harness (included in both); `closing`: the original returns at once, "
+            "cancelled by the harness (included in both), on a connection with no request (on "
+            "h11 both sides idle, where fix E's step checks h11's states, then runs the "
+            "original: after a real response the step runs in its place, as in **request**); "
+            "`closing`: the original returns at once, "
             "so the difference is the guard's one wrapper alone. `attr r/w`: 3 writes + 5 reads of "
             "other protocol attributes, on an instance created in that arm (the guard touches no "
             "instance `__dict__`, so these should match too). Nanoseconds unless stated.".format(
