@@ -12,7 +12,7 @@ import sys
 from typing import Dict, Optional, Tuple
 
 from . import patcher
-from .fingerprint import function_fingerprint, read_table, studied_releases
+from .fingerprint import function_fingerprint, studied_releases
 from .fixes import CATALOGUE
 from .fixes.base import Fix
 from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version, release
@@ -32,13 +32,13 @@ class Plan(object):
 class _Studied(object):
     """What one plan compares the installed code with, made on first use.
 
-    Each method is fingerprinted once however many fixes inspect it, and the
-    table is read once per plan; neither outlives the plan.
+    Each method is fingerprinted, and each fingerprint looked up in the table,
+    once however many fixes inspect it; neither outlives the plan.
     """
 
     def __init__(self) -> None:
-        self._table = None  # type: Optional[str]
         self._fingerprints = {}  # type: Dict[object, Optional[str]]
+        self._releases = {}  # type: Dict[Tuple[str, str, str], List[str]]
 
     def fingerprint(self, function: object) -> "Optional[str]":
         if function not in self._fingerprints:
@@ -47,10 +47,10 @@ class _Studied(object):
 
     def without_fix(self, fix: Fix, impl: str, key: str, fingerprint: str) -> bool:
         """Whether a studied release lacking ``fix`` ships ``key`` with this code."""
-        if self._table is None:
-            self._table = read_table()
-        releases = studied_releases(self._table, impl, key, fingerprint)
-        return any(fix.is_broken(impl, release(text)) for text in releases)
+        lookup = (impl, key, fingerprint)
+        if lookup not in self._releases:
+            self._releases[lookup] = studied_releases(impl, key, fingerprint)
+        return any(fix.is_broken(impl, release(text)) for text in self._releases[lookup])
 
 
 def _check_code(

@@ -12,10 +12,12 @@ load it by name and 3.9+ do not.  The result is identical on CPython 3.6 to
 3.13 for the same source (``compat/fingerprints.py generate`` checks that).
 
 The fingerprints of every studied release are a generated text file,
-``fingerprints.txt``, read while deciding and dropped afterwards: imported as
-a module, the table stayed in every server process (about 70 kB of RSS).
+``fingerprints.txt``, read line by line while deciding: imported as a module,
+the table stayed in every server process (about 70 kB of RSS), and read whole
+(20 kB, as bytes and then as text) it added about 20 kB of RSS to install().
 """
 
+import io
 import os
 import sys
 import types
@@ -93,19 +95,23 @@ def function_fingerprint(function: object) -> "Optional[str]":
     return code_fingerprint(code, getattr(function, "__doc__", None) is not None)
 
 
-def read_table() -> str:
-    """The generated table (see the module docstring); works from a zip too."""
-    path = os.path.join(os.path.dirname(__file__), TABLE)
-    return __spec__.loader.get_data(path).decode("ascii")
-
-
-def studied_releases(table: str, impl: str, key: str, fingerprint: str) -> "List[str]":
+def studied_releases(impl: str, key: str, fingerprint: str) -> "List[str]":
     """The releases whose ``impl`` module ships ``key`` with this fingerprint.
 
     A table line reads ``<impl> <Class.method> <fingerprint> <release> ...``.
     """
-    start = table.find("\n{} {} {} ".format(impl, key, fingerprint))
-    if start < 0:
-        return []
-    end = table.find("\n", start + 1)
-    return table[start + 1 : end if end >= 0 else len(table)].split()[3:]
+    prefix = "{} {} {} ".format(impl, key, fingerprint).encode("ascii")
+    with open_table() as table:
+        for line in table:
+            if line.startswith(prefix):
+                return line.decode("ascii").split()[3:]
+    return []
+
+
+def open_table() -> "io.BufferedIOBase":
+    """The generated table as a binary file; from a zip, the loader reads it."""
+    path = os.path.join(os.path.dirname(__file__), TABLE)
+    try:
+        return open(path, "rb")
+    except OSError:
+        return io.BytesIO(__spec__.loader.get_data(path))

@@ -18,6 +18,7 @@ Each class is built, and its uvicorn module imported, on first use
 
 import logging
 import sys
+import threading
 from typing import List
 
 from . import config, decide, patcher
@@ -98,21 +99,25 @@ def _build_or_placeholder(implementation: str) -> type:
         return type(implementation + "Unavailable", (_Unavailable,), {"reason": str(exc)})
 
 
+_lock = threading.RLock()  # two threads asking first get the same class
+
+
 def _build(name: str) -> type:
     """The class ``name``, built on first use and kept as a module global."""
-    cls = globals().get(name)
-    if cls is not None:
+    with _lock:
+        cls = globals().get(name)
+        if cls is not None:
+            return cls
+        if name == "AutoHTTPProtocol":
+            cls = _build("HttpToolsProtocol")
+            if issubclass(cls, _Unavailable):
+                cls = _build("H11Protocol")
+        elif name == "H11Protocol":
+            cls = guarded_class(H11)
+        else:
+            cls = _build_or_placeholder(HTTPTOOLS)
+        globals()[name] = cls
         return cls
-    if name == "AutoHTTPProtocol":
-        cls = _build("HttpToolsProtocol")
-        if issubclass(cls, _Unavailable):
-            cls = _build("H11Protocol")
-    elif name == "H11Protocol":
-        cls = guarded_class(H11)
-    else:
-        cls = _build_or_placeholder(HTTPTOOLS)
-    globals()[name] = cls
-    return cls
 
 
 CLASSES = ("AutoHTTPProtocol", "H11Protocol", "HttpToolsProtocol")

@@ -441,12 +441,12 @@ def test_unknown_uvicorn_version(guard, monkeypatch, caplog, version):
 
 
 def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch):
-    import keepalive_guard.decide
+    import keepalive_guard.fingerprint
 
     def unreadable():
         raise OSError("fingerprints.txt: permission denied")
 
-    monkeypatch.setattr(keepalive_guard.decide, "read_table", unreadable)
+    monkeypatch.setattr(keepalive_guard.fingerprint, "open_table", unreadable)
     report = guard.install()
     checked = [s for s in report.fixes if s.state not in ("fixed upstream", "not applicable")]
     assert len(checked) == len([1 for f in FIXES for i in IMPLS if has_bug(f, i)])
@@ -472,16 +472,20 @@ def test_a_method_that_is_not_a_function_is_unrecognised(guard, monkeypatch):
 
 
 def test_fingerprint_table_lookup():
-    from keepalive_guard.fingerprint import read_table, studied_releases
+    from keepalive_guard.fingerprint import open_table, studied_releases
 
-    table = read_table()
+    with open_table() as f:
+        table = f.read().decode("ascii")
     releases = table.split("\nreleases ", 1)[1].split("\n", 1)[0].split()
     assert releases[0] == "0.11.0" and releases[-1] == "0.54.0" and "0.17.0" not in releases
-    line = next(x for x in table.splitlines() if x.startswith("h11 H11Protocol.handle_events "))
-    impl, key, fingerprint, *found = line.split()
-    assert found and studied_releases(table, impl, key, fingerprint) == found
-    assert studied_releases(table, impl, key, "0" * 16) == []
-    assert studied_releases(table, impl, "H11Protocol.handle", fingerprint) == []
+    lines = [x for x in table.splitlines() if x.startswith("h11 H11Protocol.handle_events ")]
+    assert len(lines) > 1  # the look-up must pick its own line, not the first of its method
+    for line in lines:
+        impl, key, fingerprint, *found = line.split()
+        assert found and studied_releases(impl, key, fingerprint) == found
+    assert studied_releases(impl, key, "0" * 16) == []
+    assert studied_releases(impl, "H11Protocol.handle", fingerprint) == []
+    assert studied_releases(impl, key, fingerprint[:-1]) == []  # a whole field, not a prefix
 
 
 # --- someone else patched after us ------------------------------------------

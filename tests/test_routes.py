@@ -364,6 +364,37 @@ def test_guarded_class_imports_only_its_implementation(name):
     assert built == [name], out
 
 
+@pytest.mark.skipif(sys.version_info < (3, 7), reason="module __getattr__ is 3.7+")
+def test_guarded_class_built_once_across_threads():
+    """Two threads asking for a class at once get the same class, built once."""
+    if "h11" not in IMPLEMENTATIONS:
+        pytest.skip("h11 is not installed")
+    script = textwrap.dedent(
+        """
+        import json, threading, time
+        import keepalive_guard.protocols as protocols
+        original, calls = protocols.guarded_class, []
+        def slow(*args, **kwargs):  # widen the window between look-up and store
+            calls.append(1)
+            time.sleep(0.2)
+            return original(*args, **kwargs)
+        protocols.guarded_class = slow
+        got = []
+        threads = [threading.Thread(target=lambda: got.append(protocols.H11Protocol))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        print(json.dumps([len(calls), len(got), len(set(map(id, got)))]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=clean_env(), stdout=subprocess.PIPE, timeout=60
+    ).stdout.decode()
+    assert json.loads(out) == [1, 2, 1], out
+
+
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_unguarded_serve_baseline(class_results, impl):
     """The same serve module with uvicorn's own class shows the bug on every connection."""

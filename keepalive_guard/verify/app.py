@@ -113,9 +113,10 @@ async def app(scope, receive, send):
         record.setdefault("sent", time.monotonic())
     elif path == "/listening":
         await _read_body(receive)
-        record = _listeners.get(_query(scope, "token"), {})
+        token = _query(scope, "token")
+        record = _listeners.get(token, {})
         if "told" in record:
-            del _listeners[_query(scope, "token")]
+            del _listeners[token]
         await _respond(send, json.dumps(record).encode(), content_type=b"application/json")
     elif path == "/echo":
         await asyncio.sleep(delay)

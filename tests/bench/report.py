@@ -349,31 +349,35 @@ def render(results, targets):
         add("")
         add(
             "Fresh servers (hello app, asyncio), {} keep-alive requests each ({} pairs); VmRSS "
-            "from /proc. `ready` = after start-up, `after` = after the requests.".format(
+            "from /proc. `ready` = after start-up, `after` = after the requests; `extra kB` = "
+            "median over the pairs of global minus none, after.".format(
                 cfg["mem_requests"], cfg["mem_pairs"]
             )
         )
         add("")
         add(
             "| uvicorn | http | none ready / after MB | global after MB | global/none after | "
-            "global/none ready | growth delta kB | route/none after |"
+            "extra kB | global/none ready | growth delta kB | route/none after |"
         )
-        add("|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|")
         for row in rows:
             if row.get("skipped"):
-                add(_not_started(row, 8))
+                add(_not_started(row, 9))
                 continue
             pairs = row["pairs"]
             s = row["summary"]
             med = lambda arm, key: statistics.median([p[arm][key] for p in pairs if arm in p])  # noqa
             add(
-                "| {} | {} | {:.1f} / {:.1f} | {:.1f} | {} | {} | {:+.0f} | {} |".format(
+                "| {} | {} | {:.1f} / {:.1f} | {:.1f} | {} | {:+.0f} | {} | {:+.0f} | {} |".format(
                     row["release"],
                     row["http"],
                     med("none", "rss_ready_kb") / 1024.0,
                     med("none", "rss_after_kb") / 1024.0,
                     med("global", "rss_after_kb") / 1024.0,
                     _ratio(s["global"]["rss_after_ratio"], "{:.4f}"),
+                    statistics.median(
+                        [p["global"]["rss_after_kb"] - p["none"]["rss_after_kb"] for p in pairs]
+                    ),
                     _ratio(s["global"]["rss_ready_ratio"], "{:.4f}"),
                     s["global"]["growth_delta_kb"],
                     _ratio(s["route"]["rss_after_ratio"], "{:.4f}")

@@ -107,7 +107,7 @@ FULL = {
     "warmup": 1,
     "connections": 64,
     "mem_requests": 200000,
-    "mem_pairs": 3,
+    "mem_pairs": 5,
     "ret_connections": 1000,
     "ret_keepalive": 5,
     "act_runs": 40,
