@@ -488,6 +488,30 @@ def test_fingerprint_table_lookup():
     assert studied_releases(impl, key, fingerprint[:-1]) == []  # a whole field, not a prefix
 
 
+def test_fingerprint_table_read_through_the_loader(monkeypatch):
+    """Installed in a zip, the table is no file to open: the loader reads it."""
+    import keepalive_guard.fingerprint as fingerprint
+
+    with fingerprint.open_table() as f:
+        line = next(x for x in f.read().decode("ascii").splitlines() if x.startswith("h11 "))
+    impl, key, digest, *found = line.split()
+
+    def no_file(path, mode="r"):
+        raise NotADirectoryError(path)  # what open() says of a path inside a zip
+
+    loader = fingerprint.__spec__.loader
+    read = []
+
+    def get_data(path):
+        read.append(path)
+        return type(loader).get_data(loader, path)
+
+    monkeypatch.setattr(fingerprint, "open", no_file, raising=False)
+    monkeypatch.setattr(loader, "get_data", get_data)
+    assert fingerprint.studied_releases(impl, key, digest) == found
+    assert [p.endswith("fingerprints.txt") for p in read] == [True]
+
+
 # --- someone else patched after us ------------------------------------------
 
 
