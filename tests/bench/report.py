@@ -376,7 +376,11 @@ def render(results, targets):
                     med("global", "rss_after_kb") / 1024.0,
                     _ratio(s["global"]["rss_after_ratio"], "{:.4f}"),
                     statistics.median(
-                        [p["global"]["rss_after_kb"] - p["none"]["rss_after_kb"] for p in pairs]
+                        [
+                            p["global"]["rss_after_kb"] - p["none"]["rss_after_kb"]
+                            for p in pairs
+                            if "global" in p
+                        ]
                     ),
                     _ratio(s["global"]["rss_ready_ratio"], "{:.4f}"),
                     s["global"]["growth_delta_kb"],
