@@ -3,7 +3,7 @@
 
 One command, from the repository root::
 
-    python3 tests/bench/run.py            # full run (about 1.5 hours on 2 cores)
+    python3 tests/bench/run.py            # full run (about 1.75 hours on 2 cores)
     python3 tests/bench/run.py --quick    # smoke run, under 3 minutes once the
                                           # environments exist (first build ~1 min)
     python3 tests/bench/run.py --render   # rewrite RESULTS.md from results.json
@@ -22,8 +22,8 @@ into ``tests/bench/.work/dist``; one environment per uvicorn release with
 (``$KEEPALIVE_GUARD_BENCH_CACHE``, default ``~/.cache/keepalive-guard/bench-envs``,
 so that the extras never touch the test environments), then
 ``uv pip install fastapi uvloop`` into it (``uvloop<0.22`` for uvicorn <= 0.13.4,
-whose start-up breaks with newer uvloop).  Two more venvs, identical but for
-the wheel, for the start-up hook.  wrk is installed with apt-get if missing.
+whose start-up breaks with newer uvloop).  Three more venvs for the start-up
+hook, made anew each run.  wrk is installed with apt-get if missing.
 
 Sections (``--only`` picks some):
 
@@ -38,11 +38,13 @@ Sections (``--only`` picks some):
                 cancel drift.  Loads: keep-alive, 64 connections; 16-deep
                 pipelining, 64 connections.
 ``instructions``  instructions per request of the server, counted by
-                valgrind's callgrind (hello app, asyncio; arms none, global,
-                route, each in 3 server processes (their median; the unguarded
-                processes' spread is the count's own noise floor), and
-                the unguarded first release with the upstream fixes; quick:
-                none and global): independent of the other work on the machine.
+                valgrind's callgrind, with its cache and branch-predictor
+                simulation (estimated cycles, mispredicted branches): hello
+                app, asyncio and uvloop; arms none, global, route, each in 3
+                server processes (their median; the unguarded processes'
+                spread is the count's own noise floor), and the unguarded
+                first release with the upstream fixes; quick: asyncio, none
+                and global.  Independent of the other work on the machine.
 ``memory``      RSS (VmRSS) of fresh servers after 200k keep-alive requests.
 ``retention``   1,000 connections reset by the client (SO_LINGER 0, close),
                 after the response and in the middle of a request; live
@@ -52,7 +54,9 @@ Sections (``--only`` picks some):
 ``activation``  ``import keepalive_guard.auto`` (+ install) with uvicorn
                 imported, in fresh processes (tests/bench/activation.py).
 ``hook``        interpreter start-up, ``python -c pass``, with and without the
-                wheel (its keepalive_guard.pth) in two otherwise identical venvs.
+                wheel (its keepalive_guard.pth) in two otherwise identical venvs,
+                and in a third whose only .pth imports an empty module: the
+                least a .pth hook that imports a module costs.
 ``micro``       per-call cost of the guard's wrappers on uvicorn's per-request
                 path (tests/bench/micro.py).
 
@@ -116,6 +120,7 @@ FULL = {
     "micro_number": 20000,
     "micro_requests": 2000,
     "cg_requests": 1008,  # per load, a multiple of 16
+    "cg_loops": ("asyncio", "uvloop"),
     "cg_arms": ("none", "global", "route"),
     "cg_processes": 3,  # servers per arm: counts differ a little between processes
     "cg_reference": True,  # also count the first release with the upstream fixes
@@ -140,6 +145,7 @@ QUICK = dict(
     micro_number=5000,
     micro_requests=300,
     cg_requests=160,
+    cg_loops=("asyncio",),
     cg_arms=("none", "global"),
     cg_processes=1,
     cg_reference=False,
@@ -299,39 +305,41 @@ def prune(cache, keep, max_age=3 * 86400):
             shutil.rmtree(str(path), ignore_errors=True)
 
 
+# The least any start-up hook costs that imports a module from a .pth line, as
+# ours does: a .pth file whose one line imports an empty module beside it.
+FLOOR_PTH = ("hook_floor.pth", "import _hook_floor\n")
+FLOOR_MODULE = ("_hook_floor.py", "")
+
+
 def build_hook_venvs(python, wheel):
-    """Two venvs on the same interpreter, identical but for the wheel (which has no dependencies)."""
+    """Three venvs on the same interpreter, made anew each run: ``hook-without``
+    (nothing installed), ``hook-with`` (the wheel, which has no dependencies)
+    and ``hook-floor`` (``FLOOR_PTH`` and ``FLOOR_MODULE`` only), each with
+    its site-packages compiled to .pyc as pip's install does."""
     cache = bench_cache()
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
     out = {}
-    for name in ("hook-without", "hook-with"):
+    for name in ("hook-without", "hook-with", "hook-floor"):
         venv = cache / name
-        py = venv / "bin" / "python"
-        if not py.exists():
-            run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(venv)], 300)
-        if name == "hook-with":
+        shutil.rmtree(str(venv), ignore_errors=True)
+        py = str(venv / "bin" / "python")
+        run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(venv)], 300)
+        site = Path(
             run(
-                uv
-                + [
-                    "pip",
-                    "install",
-                    "--python",
-                    str(py),
-                    "--reinstall-package",
-                    "keepalive-guard",
-                    str(wheel),
-                ],
-                600,
-            )
-        out[name] = str(py)
-    site = run(
-        [out["hook-with"], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        60,
-    ).stdout.strip()
-    pth = Path(site) / "keepalive_guard.pth"
-    out["pth"] = str(pth)
-    out["pth_text"] = pth.read_text() if pth.exists() else None
+                [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], 60
+            ).stdout.strip()
+        )
+        if name == "hook-with":
+            run(uv + ["pip", "install", "--python", py, str(wheel)], 600)
+            pth = site / "keepalive_guard.pth"
+            out["pth"] = str(pth)
+            out["pth_text"] = pth.read_text()
+        elif name == "hook-floor":
+            for filename, text in (FLOOR_PTH, FLOOR_MODULE):
+                (site / filename).write_text(text)
+        run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
+        out[name] = py
     return out
 
 
@@ -874,19 +882,65 @@ def exact_requests(sock, count, depth, timeout=120):
                 buf += data
 
 
-def callgrind_totals(path):
+def callgrind_events(path):
+    """Every event of a callgrind dump's ``totals:`` line, by name (``Ir`` first)."""
+    names = ["Ir"]
     with open(path) as f:
         for line in f:
-            if line.startswith("totals:"):
-                return int(line.split()[1])
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith("totals:"):
+                return dict(zip(names, (int(v) for v in line.split()[1:])))
     raise RuntimeError("no totals in " + path)
 
 
-def count_instructions(py, http, arm, cfg, seed=0):
-    """Instructions the server executes per request, counted by callgrind.
+def callgrind_totals(path):
+    return callgrind_events(path)["Ir"]
+
+
+# callgrind's cache and branch-predictor simulation (--cache-sim=yes --branch-sim=yes):
+# deterministic like the instruction count, and it weighs what the count cannot see,
+# memory traffic.  Estimated cycles by the published formula (Itamar Turner-Trauring,
+# pythonspeed.com "consistent benchmarking in CI", as iai-callgrind uses it):
+# L1 hits + 5 x last-level hits + 35 x RAM accesses.
+CACHE_SIM = ["--cache-sim=yes", "--branch-sim=yes"]
+
+
+def estimated_cycles(events):
+    """Cycles estimated from one dump's cache simulation; None without it."""
+    try:
+        accesses = events["Ir"] + events["Dr"] + events["Dw"]
+        l1_misses = events["I1mr"] + events["D1mr"] + events["D1mw"]
+        ram = events["ILmr"] + events["DLmr"] + events["DLmw"]
+    except KeyError:
+        return None
+    return (accesses - l1_misses) + 5 * (l1_misses - ram) + 35 * ram
+
+
+def mispredicts(events):
+    """Branches the simulated predictor got wrong (conditional + indirect)."""
+    if "Bcm" not in events:
+        return None
+    return events["Bcm"] + events["Bim"]
+
+
+def cache_config(path):
+    """The cache geometry callgrind simulated (its ``desc:`` lines), for the record."""
+    with open(path) as f:
+        return [
+            line.split(":", 1)[1].strip()
+            for line in f
+            if line.startswith("desc:") and " cache:" in line
+        ]
+
+
+def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
+    """Instructions the server executes per request, counted by callgrind,
+    with estimated cycles and branch mispredictions from its cache and branch
+    simulation.
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    with the hash seed ``seed``.  For each of ``LOADS`` in turn (one request
+    (and ``CACHE_SIM``) with the hash seed ``seed`` on ``loop``.  For each of ``LOADS`` in turn (one request
     at a time, then 16-deep pipelined batches, on one connection): 160
     requests of that load warm up, uncounted; ``callgrind_control --instr=on``
     starts the count; exactly ``cg_requests`` requests are answered and
@@ -897,16 +951,13 @@ def count_instructions(py, http, arm, cfg, seed=0):
     server = Server(
         py,
         http,
-        "asyncio",
+        loop,
         "hello",
         arm,
         keep_alive=120,  # callgrind_control takes seconds; the connection must outlive them
-        wrapper=[
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            "--callgrind-out-file=" + str(out_file),
-        ],
+        wrapper=["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        + CACHE_SIM
+        + ["--callgrind-out-file=" + str(out_file)],
         env={"PYTHONHASHSEED": str(seed)},
     )
     if not server.start(timeout=180):
@@ -919,7 +970,6 @@ def count_instructions(py, http, arm, cfg, seed=0):
 
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
-            counts = {}
             for load, depth in LOADS.items():
                 # Warm-up with the same load, not counted: the state it leaves
                 # (such as keep-alive timers still in the loop's heap) is that load's.
@@ -929,30 +979,50 @@ def count_instructions(py, http, arm, cfg, seed=0):
                 exact_requests(sock, cfg["cg_requests"], depth)
                 control("--dump=" + load)
                 control("--instr=off")
+        per_request = {"ir": {}, "cycles": {}, "mispredicts": {}}
         for i, load in enumerate(LOADS, 1):  # callgrind numbers the dumps from 1
-            counts[load] = callgrind_totals("{}.{}".format(dumps, i)) / float(cfg["cg_requests"])
-        return {"ir_per_request": counts, "info": server.info}
+            events = callgrind_events("{}.{}".format(dumps, i))
+            n = float(cfg["cg_requests"])
+            per_request["ir"][load] = events["Ir"] / n
+            per_request["cycles"][load] = estimated_cycles(events) / n
+            per_request["mispredicts"][load] = mispredicts(events) / n
+        return {
+            "ir_per_request": per_request["ir"],
+            "cycles_per_request": per_request["cycles"],
+            "mispredicts_per_request": per_request["mispredicts"],
+            "simulated": cache_config("{}.1".format(dumps)),
+            "info": server.info,
+        }
     finally:
         server.stop()
         for leftover in WORK.glob("callgrind.{}.{}*".format(arm, pid)):
             leftover.unlink()
 
 
-def count_processes(py, http, arm, cfg):
+def count_processes(py, http, arm, cfg, loop="asyncio"):
     """count_instructions in ``cg_processes`` servers, one after another, with
     hash seeds 0, 1, ... (the same seeds for every arm, so each arm's median
     samples layouts that hashing varies, not one layout the guard shifted):
-    ``ir_per_request`` is their median per load, ``processes`` each one's."""
-    runs = [count_instructions(py, http, arm, cfg, seed) for seed in range(cfg["cg_processes"])]
-    counts = [r["ir_per_request"] for r in runs if "ir_per_request" in r]
-    if not counts:
+    ``ir_per_request`` (and the cycles and mispredictions) is their median per
+    load, ``processes`` each one's instruction counts."""
+    runs = [
+        count_instructions(py, http, arm, cfg, seed, loop) for seed in range(cfg["cg_processes"])
+    ]
+    done = [r for r in runs if "ir_per_request" in r]
+    if not done:
         return {"error": runs[0].get("error")}
-    return {
-        "ir_per_request": {load: statistics.median(c[load] for c in counts) for load in counts[0]},
-        "processes": counts,
-        "errors": [r["error"] for r in runs if "error" in r],
-        "info": next(r["info"] for r in runs if "info" in r),
+    out = {
+        key: {load: statistics.median(r[key][load] for r in done) for load in done[0][key]}
+        for key in ("ir_per_request", "cycles_per_request", "mispredicts_per_request")
     }
+    out.update(
+        processes=[r["ir_per_request"] for r in done],
+        processes_cycles=[r["cycles_per_request"] for r in done],
+        errors=[r["error"] for r in runs if "error" in r],
+        info=done[0]["info"],
+        simulated=done[0]["simulated"],
+    )
+    return out
 
 
 def section_instructions(cfg, envinfo, results):
@@ -963,15 +1033,15 @@ def section_instructions(cfg, envinfo, results):
         return
     for release in cfg["releases"]:
         py = envinfo["envs"][release]["python"]
-        for http in cfg["impls"]:
-            row = {"release": release, "http": http, "arms": {}}
+        for http, loop in [(h, lp) for h in cfg["impls"] for lp in cfg["cg_loops"]]:
+            row = {"release": release, "http": http, "loop": loop, "arms": {}}
             for arm in cfg["cg_arms"]:
-                row["arms"][arm] = count_processes(py, http, arm, cfg)
+                row["arms"][arm] = count_processes(py, http, arm, cfg, loop)
             reference = CG_REFERENCE.get(release)
             if cfg["cg_reference"] and reference in envinfo["envs"]:
                 ref_py = envinfo["envs"][reference]["python"]
                 row["reference"] = dict(
-                    count_processes(ref_py, http, "none", cfg), release=reference
+                    count_processes(ref_py, http, "none", cfg, loop), release=reference
                 )
             base = row["arms"]["none"].get("ir_per_request")
             if base:
@@ -982,9 +1052,10 @@ def section_instructions(cfg, envinfo, results):
                 }
             rows.append(row)
             log(
-                "instructions: uvicorn {} {}: {}".format(
+                "instructions: uvicorn {} {} {}: {}".format(
                     release,
                     http,
+                    loop,
                     "; ".join(
                         "{} {}".format(
                             arm,
@@ -1337,24 +1408,27 @@ def interleaved(cmds, runs, env, warm=10):
     return times
 
 
-def _paired(times):
-    diffs = [w - o for w, o in zip(times["with"], times["without"])]
+def _paired(times, arm="with"):
+    """``arm`` against ``without``, from interleaved runs: medians and the
+    median of the run-by-run differences."""
+    diffs = [w - o for w, o in zip(times[arm], times["without"])]
     return {
         "without_median_ms": statistics.median(times["without"]),
-        "with_median_ms": statistics.median(times["with"]),
-        "diff_of_medians_ms": statistics.median(times["with"])
-        - statistics.median(times["without"]),
+        "with_median_ms": statistics.median(times[arm]),
+        "diff_of_medians_ms": statistics.median(times[arm]) - statistics.median(times["without"]),
         "median_paired_diff_ms": statistics.median(diffs),
     }
 
 
 def section_hook(cfg, envinfo, results, python):
-    log("start-up hook: two venvs, {} runs each".format(cfg["hook_runs"]))
+    log("start-up hook: three venvs, {} runs each".format(cfg["hook_runs"]))
     venvs = build_hook_venvs(python, envinfo["wheel"])
     env = clean_env()
     runs = cfg["hook_runs"]
     py = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
-    bare = interleaved({k: [v, "-c", "pass"] for k, v in py.items()}, runs, env)
+    bare = interleaved(
+        {k: [v, "-c", "pass"] for k, v in dict(py, floor=venvs["hook-floor"]).items()}, runs, env
+    )
     imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
     # The hook's own work in a fresh process, first time: python -S (no site, so the
     # .pth has not run), site-packages appended to sys.path, then exec(line) as
@@ -1421,8 +1495,14 @@ def section_hook(cfg, envinfo, results, python):
                 for r in data["results"]
             ]
             jpath.unlink()
+    counts = startup_instructions(dict(py, floor=venvs["hook-floor"]), env)
     summary = dict(_paired(bare))
-    summary["instructions"] = startup_instructions(py, env)
+    summary["floor"] = dict(
+        _paired(bare, "floor"),
+        pth=FLOOR_PTH[1].strip(),
+        instructions=counts and counts.pop("floor") - counts["without"],
+    )
+    summary["instructions"] = counts
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
     summary["pth_first_exec_us"] = statistics.median(first)
@@ -1436,11 +1516,12 @@ def section_hook(cfg, envinfo, results, python):
         "samples": {"pass": bare, "imports": imports, "first_exec_us": first},
     }
     log(
-        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms); "
-        ".pth line, first exec {:.0f} us, imports {}".format(
+        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; "
+        "an empty module's .pth {:+.3f} ms); .pth line, first exec {:.0f} us, imports {}".format(
             summary["without_median_ms"],
             summary["with_median_ms"],
             summary["median_paired_diff_ms"],
+            summary["floor"]["median_paired_diff_ms"],
             summary["pth_first_exec_us"],
             ", ".join(summary["pth_first_exec_new_modules"] or []),
         )
