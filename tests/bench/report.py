@@ -856,6 +856,49 @@ def _instructions(results, add):
                 )
             )
     add("")
+    _allocations(rows, add)
+
+
+def _allocations(rows, add):
+    """Objects allocated per request, and fresh pymalloc pools, from the same dumps."""
+    rows = [r for r in rows if r["arms"]["none"].get("allocations_per_request")]
+    if not rows:
+        return
+    add(
+        "Object allocations per request in the same runs (calls to `PyObject_Malloc`, "
+        "`PyObject_Calloc` and `PyObject_Realloc`, through which every Python object is "
+        "allocated), and fresh pymalloc pools set up per request (`allocate_from_new_pool`: "
+        "the same allocations need more or fewer of them depending on what the heap held "
+        "before; 0 throughout where the build inlines it). Median of the arm's processes."
+    )
+    add("")
+    add(
+        "| uvicorn | http | loop | load | allocations/req none | global | route | "
+        "new pools/req none | global | route |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        arms = row["arms"]
+        for load in arms["none"]["allocations_per_request"]:
+
+            def cell(arm, key):
+                value = (arms.get(arm, {}).get(key) or {}).get(load)
+                return "n/a" if value is None else "{:.2f}".format(value)
+
+            add(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                    row["release"],
+                    row["http"],
+                    row.get("loop", "asyncio"),
+                    load,
+                    *(
+                        cell(arm, key)
+                        for key in ("allocations_per_request", "new_pools_per_request")
+                        for arm in ("none", "global", "route")
+                    ),
+                )
+            )
+    add("")
 
 
 def _verdicts(results, targets):
@@ -1015,6 +1058,29 @@ def _verdicts(results, targets):
                     where,
                 )
             )
+    extra = [
+        (
+            arm_data["allocations_per_request"][load]
+            - row["arms"]["none"]["allocations_per_request"][load],
+            "{} {} {} {} {}".format(row["release"], row["http"], row.get("loop"), load, arm),
+        )
+        for row in results.get("instructions", [])
+        if row.get("arms", {}).get("none", {}).get("allocations_per_request")
+        for arm, arm_data in row["arms"].items()
+        if arm != "none" and arm_data.get("allocations_per_request")
+        for load in arm_data["allocations_per_request"]
+    ]
+    if extra:
+        v, where = max(extra)
+        out.append(
+            (
+                "context: object allocations per request, guarded − unguarded (callgrind "
+                "call counts)",
+                "{:+.2f} at most; range {:+.2f} to {:+.2f}".format(v, min(extra)[0], v),
+                None,
+                where,
+            )
+        )
     mem = [
         (
             r["summary"]["global"]["rss_after_ratio"]["median"],

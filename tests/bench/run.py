@@ -39,7 +39,8 @@ Sections (``--only`` picks some):
                 pipelining, 64 connections.
 ``instructions``  instructions per request of the server, counted by
                 valgrind's callgrind, with its cache and branch-predictor
-                simulation (estimated cycles, mispredicted branches): hello
+                simulation (estimated cycles, mispredicted branches) and
+                object allocations (allocator calls, fresh pymalloc pools): hello
                 app, asyncio and uvloop; arms none, global, route, each in 3
                 server processes (their median; the unguarded processes'
                 spread is the count's own noise floor), and the unguarded
@@ -907,21 +908,54 @@ CACHE_SIM = ["--cache-sim=yes", "--branch-sim=yes"]
 
 
 def estimated_cycles(events):
-    """Cycles estimated from one dump's cache simulation; None without it."""
-    try:
-        accesses = events["Ir"] + events["Dr"] + events["Dw"]
-        l1_misses = events["I1mr"] + events["D1mr"] + events["D1mw"]
-        ram = events["ILmr"] + events["DLmr"] + events["DLmw"]
-    except KeyError:
-        return None
+    """Cycles estimated from one dump's cache simulation."""
+    accesses = events["Ir"] + events["Dr"] + events["Dw"]
+    l1_misses = events["I1mr"] + events["D1mr"] + events["D1mw"]
+    ram = events["ILmr"] + events["DLmr"] + events["DLmw"]
     return (accesses - l1_misses) + 5 * (l1_misses - ram) + 35 * ram
 
 
 def mispredicts(events):
     """Branches the simulated predictor got wrong (conditional + indirect)."""
-    if "Bcm" not in events:
-        return None
     return events["Bcm"] + events["Bim"]
+
+
+# Calls counted in each dump: CPython's object allocator entry points (every
+# object allocation goes through one), and pymalloc's setting up of a fresh
+# pool, which an unchanged allocation sequence can still need more or less
+# often depending on what the heap held before (a static function: always 0
+# where the build inlined it).
+ALLOCATORS = ("PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc")
+NEW_POOL = "allocate_from_new_pool"
+
+
+def callgrind_calls(path, names):
+    """Calls to each of ``names`` in a callgrind dump."""
+    ids, counts = {}, dict.fromkeys(names, 0)
+    callee = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("fn=", "cfn=")):
+                ref, _, name = line.split("=", 1)[1].strip().partition(" ")
+                if name:
+                    ids[ref] = name
+                callee = ids.get(ref) if line.startswith("cfn=") else None
+            elif line.startswith("calls=") and callee in names:
+                counts[callee] += int(line[6:].split()[0])
+    return counts
+
+
+def dump_measures(path):
+    """The per-dump totals the instructions section reports, by key."""
+    events = callgrind_events(path)
+    calls = callgrind_calls(path, ALLOCATORS + (NEW_POOL,))
+    return {
+        "ir_per_request": events["Ir"],
+        "cycles_per_request": estimated_cycles(events),
+        "mispredicts_per_request": mispredicts(events),
+        "allocations_per_request": sum(calls[name] for name in ALLOCATORS),
+        "new_pools_per_request": calls[NEW_POOL],
+    }
 
 
 def cache_config(path):
@@ -937,12 +971,13 @@ def cache_config(path):
 def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
     """Instructions the server executes per request, counted by callgrind,
     with estimated cycles and branch mispredictions from its cache and branch
-    simulation.
+    simulation, and object allocations (``dump_measures``).
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    (and ``CACHE_SIM``) with the hash seed ``seed`` on ``loop``.  For each of ``LOADS`` in turn (one request
-    at a time, then 16-deep pipelined batches, on one connection): 160
-    requests of that load warm up, uncounted; ``callgrind_control --instr=on``
+    (and ``CACHE_SIM``) with the hash seed ``seed`` on ``loop``.  For each
+    of ``LOADS`` in turn (one request at a time, then 16-deep pipelined
+    batches, on one connection): 160 requests of that load warm up,
+    uncounted; ``callgrind_control --instr=on``
     starts the count; exactly ``cg_requests`` requests are answered and
     dumped.  Instruction counts do not depend on what else the machine runs,
     but differ a little between processes of the same code (objects hashed by
@@ -979,20 +1014,11 @@ def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
                 exact_requests(sock, cfg["cg_requests"], depth)
                 control("--dump=" + load)
                 control("--instr=off")
-        per_request = {"ir": {}, "cycles": {}, "mispredicts": {}}
+        out = {"simulated": cache_config("{}.1".format(dumps)), "info": server.info}
         for i, load in enumerate(LOADS, 1):  # callgrind numbers the dumps from 1
-            events = callgrind_events("{}.{}".format(dumps, i))
-            n = float(cfg["cg_requests"])
-            per_request["ir"][load] = events["Ir"] / n
-            per_request["cycles"][load] = estimated_cycles(events) / n
-            per_request["mispredicts"][load] = mispredicts(events) / n
-        return {
-            "ir_per_request": per_request["ir"],
-            "cycles_per_request": per_request["cycles"],
-            "mispredicts_per_request": per_request["mispredicts"],
-            "simulated": cache_config("{}.1".format(dumps)),
-            "info": server.info,
-        }
+            for key, total in dump_measures("{}.{}".format(dumps, i)).items():
+                out.setdefault(key, {})[load] = total / float(cfg["cg_requests"])
+        return out
     finally:
         server.stop()
         for leftover in WORK.glob("callgrind.{}.{}*".format(arm, pid)):
@@ -1003,8 +1029,9 @@ def count_processes(py, http, arm, cfg, loop="asyncio"):
     """count_instructions in ``cg_processes`` servers, one after another, with
     hash seeds 0, 1, ... (the same seeds for every arm, so each arm's median
     samples layouts that hashing varies, not one layout the guard shifted):
-    ``ir_per_request`` (and the cycles and mispredictions) is their median per
-    load, ``processes`` each one's instruction counts."""
+    each ``*_per_request`` measure is their median per load, ``processes``
+    each one's instruction counts
+    and ``processes_cycles`` its estimated cycles."""
     runs = [
         count_instructions(py, http, arm, cfg, seed, loop) for seed in range(cfg["cg_processes"])
     ]
@@ -1013,7 +1040,8 @@ def count_processes(py, http, arm, cfg, loop="asyncio"):
         return {"error": runs[0].get("error")}
     out = {
         key: {load: statistics.median(r[key][load] for r in done) for load in done[0][key]}
-        for key in ("ir_per_request", "cycles_per_request", "mispredicts_per_request")
+        for key in done[0]
+        if key.endswith("_per_request")
     }
     out.update(
         processes=[r["ir_per_request"] for r in done],
