@@ -983,13 +983,20 @@ def _verdicts(results, targets):
                     w["cpu"][1],
                 )
             )
-    measures = {  # per-request key: (its per-process key, ratios, unguarded spreads)
-        "ir_per_request": ("processes", [], []),
-        "cycles_per_request": ("processes_cycles", [], []),
-    }
+    measures = [  # (what, how counted, per-request key, per-process key, ratios, spreads)
+        ("instructions", "callgrind", "ir_per_request", "processes", [], []),
+        (
+            "estimated cycles",
+            "callgrind's cache simulation",
+            "cycles_per_request",
+            "processes_cycles",
+            [],
+            [],
+        ),
+    ]
     for row in results.get("instructions", []):
         none = row.get("arms", {}).get("none", {})
-        for key, (processes, ratios, spreads) in measures.items():
+        for _, _, key, processes, ratios, spreads in measures:
             base = none.get(key)
             for load in base or ():
                 spread = _spread(none, load, processes)
@@ -1002,7 +1009,7 @@ def _verdicts(results, targets):
                             row["release"], row["http"], row.get("loop", "asyncio"), load, arm
                         )
                         ratios.append((counts[load] / base[load], where))
-    for what, (_, _, floor) in zip(("instructions", "estimated cycles"), measures.values()):
+    for what, _, _, _, _, floor in measures:
         if floor:
             out.append(
                 (
@@ -1043,16 +1050,13 @@ def _verdicts(results, targets):
             )
         )
     limit = 1.0 / targets["throughput_ratio_min"]
-    for what, key in (
-        ("instructions per request ratio (callgrind)", "ir_per_request"),
-        ("estimated cycles per request ratio (callgrind's cache simulation)", "cycles_per_request"),
-    ):
-        _, ratios, spreads = measures[key]
+    for what, how, _, _, ratios, spreads in measures:
         if ratios:
             v, where = max(ratios)
             out.append(
                 (
-                    "supplementary: {} <= {:.4f} (1 / the throughput target)".format(what, limit),
+                    "supplementary: {} per request ratio ({}) <= {:.4f} (1 / the throughput "
+                    "target)".format(what, how, limit),
                     "{:.4f}".format(v),
                     _within(v <= limit, v, spreads, False),
                     where,
@@ -1062,7 +1066,9 @@ def _verdicts(results, targets):
         (
             arm_data["allocations_per_request"][load]
             - row["arms"]["none"]["allocations_per_request"][load],
-            "{} {} {} {} {}".format(row["release"], row["http"], row.get("loop"), load, arm),
+            "{} {} {} {} {}".format(
+                row["release"], row["http"], row.get("loop", "asyncio"), load, arm
+            ),
         )
         for row in results.get("instructions", [])
         if row.get("arms", {}).get("none", {}).get("allocations_per_request")
