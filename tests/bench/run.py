@@ -3,7 +3,7 @@
 
 One command, from the repository root::
 
-    python3 tests/bench/run.py            # full run (about 1.75 hours on 2 cores)
+    python3 tests/bench/run.py            # full run (about 2 hours on 2 cores)
     python3 tests/bench/run.py --quick    # smoke run, under 3 minutes once the
                                           # environments exist (first build ~1 min)
     python3 tests/bench/run.py --render   # rewrite RESULTS.md from results.json
