@@ -28,6 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Dict, List, Optional, Tuple
 
 MINORS = ["3.%d" % m for m in range(6, 14)]  # "3.6" .. "3.13"
 ENV_VAR = "KEEPALIVE_GUARD_PYTHONS"
@@ -40,11 +41,10 @@ _QUERY = (
     "'implementation': platform.python_implementation()}))"
 )
 
-_info_cache = {}  # type: Dict[str, Optional[dict]]
+_info_cache: Dict[str, Optional[dict]] = {}
 
 
-def interpreter_info(path):
-    # type: (str) -> Optional[dict]
+def interpreter_info(path: str) -> Optional[dict]:
     """Return {"version": "3.X.Y", "minor": "3.X", "executable", "implementation"}
     for the interpreter at *path*, or None if it cannot be run.  Cached."""
     key = os.path.abspath(path)
@@ -78,15 +78,13 @@ def interpreter_info(path):
     return info
 
 
-def _version_tuple(text):
-    # type: (str) -> Tuple[int, ...]
+def _version_tuple(text: str) -> Tuple[int, ...]:
     nums = re.findall(r"\d+", text)
     return tuple(int(n) for n in nums[:3])
 
 
-def _pyenv_roots():
-    # type: () -> List[str]
-    roots = []  # type: List[str]
+def _pyenv_roots() -> List[str]:
+    roots: List[str] = []
     env_root = os.environ.get("PYENV_ROOT")
     if env_root:
         roots.append(env_root)
@@ -116,10 +114,9 @@ def _pyenv_roots():
     return result
 
 
-def _pyenv_candidates():
-    # type: () -> List[str]
+def _pyenv_candidates() -> List[str]:
     """Interpreters under each pyenv root, newest patch release first."""
-    found = []  # type: List[Tuple[Tuple[int, ...], str]]
+    found: List[Tuple[Tuple[int, ...], str]] = []
     for root in _pyenv_roots():
         versions = os.path.join(root, "versions")
         try:
@@ -137,8 +134,7 @@ def _pyenv_candidates():
     return [exe for _, exe in found]
 
 
-def _path_candidates():
-    # type: () -> List[str]
+def _path_candidates() -> List[str]:
     result = []
     for minor in MINORS:
         exe = shutil.which("python" + minor)
@@ -147,15 +143,14 @@ def _path_candidates():
     return result
 
 
-def find_interpreters(cpython_only=True):
-    # type: (bool) -> Dict[str, str]
+def find_interpreters(cpython_only: bool = True) -> Dict[str, str]:
     """Map "3.6".."3.13" to an interpreter path (only the minors found).
 
     Interpreters listed explicitly in KEEPALIVE_GUARD_PYTHONS are accepted
     whatever their implementation; the PATH and pyenv sources only yield
     CPython unless *cpython_only* is false.
     """
-    result = {}  # type: Dict[str, str]
+    result: Dict[str, str] = {}
     explicit = os.environ.get(ENV_VAR, "")
     if explicit.strip():
         for path in explicit.split(os.pathsep):
@@ -177,13 +172,11 @@ def find_interpreters(cpython_only=True):
     return _ordered(result)
 
 
-def _ordered(mapping):
-    # type: (Dict[str, str]) -> Dict[str, str]
+def _ordered(mapping: Dict[str, str]) -> Dict[str, str]:
     return {m: mapping[m] for m in MINORS if m in mapping}
 
 
-def find_interpreter(minor):
-    # type: (str) -> str
+def find_interpreter(minor: str) -> str:
     """Path of the interpreter for "3.X"; raises LookupError if none found."""
     found = find_interpreters()
     if minor not in found:
@@ -194,8 +187,7 @@ def find_interpreter(minor):
     return found[minor]
 
 
-def parse_release(version):
-    # type: (str) -> Tuple[int, ...]
+def parse_release(version: str) -> Tuple[int, ...]:
     """ "0.17.0.post1" -> (0, 17, 0); "0.27.0" -> (0, 27, 0)."""
     match = re.match(r"^\s*v?(\d+(?:\.\d+)*)", version)
     if not match:
@@ -217,8 +209,7 @@ _FLOORS = [
 ]
 
 
-def supported_pythons(uvicorn_version):
-    # type: (str) -> List[str]
+def supported_pythons(uvicorn_version: str) -> List[str]:
     """Minors "3.6".."3.13" on which *uvicorn_version* can be installed here."""
     release = parse_release(uvicorn_version)
     floor = 6
@@ -229,9 +220,8 @@ def supported_pythons(uvicorn_version):
     return ["3.%d" % m for m in range(floor, 14)]
 
 
-def _main(argv):
-    # type: (List[str]) -> int
-    out = {"interpreters": find_interpreters()}  # type: dict
+def _main(argv: List[str]) -> int:
+    out: dict = {"interpreters": find_interpreters()}
     for version in argv:
         out.setdefault("supported", {})[version] = supported_pythons(version)
     print(json.dumps(out, indent=2))

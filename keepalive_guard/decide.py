@@ -9,7 +9,7 @@ and reported as unrecognised, naming the method.
 """
 
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import patcher
 from .fingerprint import function_fingerprint, studied_releases
@@ -25,8 +25,8 @@ class Plan(object):
     def __init__(self, version_text: str, classes: "Dict[str, type]") -> None:
         self.version_text = version_text
         self.classes = classes
-        self.statuses = []  # type: List[FixStatus]
-        self.hooks = []  # type: List[Tuple[str, object]]
+        self.statuses: List[FixStatus] = []
+        self.hooks: List[Tuple[str, object]] = []
 
 
 class _Studied(object):
@@ -37,8 +37,8 @@ class _Studied(object):
     """
 
     def __init__(self) -> None:
-        self._fingerprints = {}  # type: Dict[object, Optional[str]]
-        self._releases = {}  # type: Dict[Tuple[str, str, str], List[str]]
+        self._fingerprints: Dict[object, Optional[str]] = {}
+        self._releases: Dict[Tuple[str, str, str], List[str]] = {}
 
     def fingerprint(self, function: object) -> "Optional[str]":
         if function not in self._fingerprints:

@@ -21,7 +21,7 @@ import io
 import os
 import sys
 import types
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Set
 
 TABLE = "fingerprints.txt"
 
@@ -54,8 +54,8 @@ def _is_qualname(text: str, nested: set) -> bool:
 
 def code_fingerprint(code: types.CodeType, has_docstring: bool) -> str:
     """Fingerprint of a code object; ``has_docstring`` drops ``co_consts[0]``."""
-    names = set()  # type: set
-    strings = set()  # type: set
+    names: Set[str] = set()
+    strings: Set[str] = set()
     _collect(code, has_docstring, names, strings)
     # The hash is of repr(sorted(items, key=repr)), written so that each
     # item's repr is made once.

@@ -12,7 +12,7 @@ code (see ``decide``); anything not recognised is left alone and reported.
 import logging
 import sys
 import threading
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import _keepalive_guard_boot
 
@@ -38,8 +38,8 @@ class _Applied(object):
 class _State(object):
     installed = False
     strict = False
-    selection = FIX_IDS  # type: Tuple[str, ...]
-    applied = {}  # type: Dict[str, _Applied]
+    selection: Tuple[str, ...] = FIX_IDS
+    applied: Dict[str, _Applied] = {}
     hooks_registered = False
 
 
@@ -99,7 +99,7 @@ def status(import_modules: bool = True) -> Report:
         for name in ("uvicorn", "h11", "httptools")
     }
     with _lock:
-        statuses = []  # type: List[FixStatus]
+        statuses: List[FixStatus] = []
         for impl in IMPLEMENTATIONS:
             applied = _state.applied.get(impl.name)
             if applied is not None:
@@ -212,7 +212,7 @@ def _log(impl: Implementation, plan: "decide.Plan") -> None:
                 impl.name,
                 s.reason,
             )
-    groups = {}  # type: Dict[str, List[str]]
+    groups: Dict[str, List[str]] = {}
     for s in plan.statuses:
         groups.setdefault(s.state, []).append(s.fix)
     logger.info(

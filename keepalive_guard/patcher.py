@@ -16,7 +16,7 @@ from .fixes.base import CompletionHook, MethodHook
 
 MARK = "__keepalive_guard__"
 _MISSING = object()
-_ours = weakref.WeakSet()  # type: weakref.WeakSet
+_ours: weakref.WeakSet = weakref.WeakSet()
 
 
 class Patch(object):
@@ -72,7 +72,7 @@ def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> 
     hooks become the one wrapper of ``fixes/completion.py``; method hooks on
     the same method nest, earliest fix innermost.
     """
-    grouped = {}  # type: Dict[Tuple[str, str], List[Tuple[str, object]]]
+    grouped: Dict[Tuple[str, str], List[Tuple[str, object]]] = {}
     for fix_id, hook in hooks:
         grouped.setdefault((hook.role, hook.name), []).append((fix_id, hook))
     patches = []

@@ -4,9 +4,11 @@ Every response of a production server passes through here, so the fixes
 that act when a response completes do not each wrap the method (a Python
 call layer apiece); their steps are written out in one plain function per
 implementation, each switched on by the fix's selection, in the order they
-must run: C, D, then the original method, or E's step in its place (h11:
-where a buffered request can start, i.e. both sides of the exchange done,
-which is most responses; httptools: whenever the transport is open).  What each step fixes, why,
+must run: C, then D and the original method, or E's step in their place
+(h11: where a buffered request can start, i.e. both sides of the exchange
+done, which is most responses; httptools: whenever the transport is open).
+E's step cancels a pending timer before it arms one, which is D's work, so
+D's check runs only before the original.  What each step fixes, why,
 and for which releases: the fix's own module.  Without a lingering
 ``receive()``, C and D cost an attribute read or two.
 """
@@ -34,8 +36,6 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
             event = self.message_event
             if event._waiters:
                 reroute(self, event, ())
-        if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
-            cancel_keepalive(self)
         conn = self.conn
         if (
             not e
@@ -43,6 +43,8 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
             or conn.their_state is not done
             or self.transport.is_closing()
         ):
+            if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
+                cancel_keepalive(self)
             return original(self)
         # E: what the original does when a buffered request can start, with
         # the timer armed only if none did (upstream arms, then cancels).
@@ -72,9 +74,9 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
                 reroute(self, event, queued)
             if queued:
                 isolate_next(self, queued)
-        if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
-            cancel_keepalive(self)
         if not e or self.transport.is_closing():
+            if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
+                cancel_keepalive(self)
             return original(self)
         # E: what the original does, with the timer armed only if no request
         # is queued (as upstream from 0.27.1).
