@@ -774,6 +774,7 @@ def _instructions(results, add):
     if not rows:
         return
     cfg = results["meta"]["config"]
+    padded = any(r["arms"].get("none", {}).get("heap_padding") for r in rows)
     add("## Instructions per request (callgrind)")
     add("")
     add(
@@ -786,13 +787,22 @@ def _instructions(results, add):
         "state a load leaves behind (such as the keep-alive timers unguarded 0.12.2 leaves in the "
         "event loop's heap) is not counted against the other. Counts do not depend on the other "
         "work on the machine, but differ a little between processes of the same code (objects "
-        "hashed by address land differently in asyncio's and uvicorn's sets): each arm ran in {} "
-        "server processes, one after another, with PYTHONHASHSEED 0, 1, ... (the same seeds for "
+        "hashed by address land differently in asyncio's and uvicorn's sets{}): each arm ran in {} "
+        "server processes, one after another, with PYTHONHASHSEED{} 0, 1, ... (the same seeds for "
         "every arm), and its figure is their median; `unguarded spread` is "
         "(highest / lowest − 1) over the unguarded processes. `vs fixed upstream`: this release's guarded "
         "count over the unguarded count of the first release with the upstream fixes (below 1: "
         "the guarded old release does less work than upstream's own fix).".format(
-            cfg.get("cg_requests"), cfg.get("cg_requests"), cfg.get("cg_processes", 1)
+            cfg.get("cg_requests"),
+            cfg.get("cg_requests"),
+            ", and the heap's state decides how often pymalloc sets up a fresh pool"
+            if padded
+            else "",
+            cfg.get("cg_processes", 1),
+            " and heap padding (`bench_server.py --heap-pad`: a seed-chosen number, up to a "
+            "pool's worth, of long-lived objects of every small size class)"
+            if padded
+            else "",
         )
     )
     simulated = next(

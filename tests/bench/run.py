@@ -355,10 +355,11 @@ def free_port():
 
 
 class Server(object):
-    def __init__(self, py, http, loop, app, mode, keep_alive=5, wrapper=(), env=None):
+    def __init__(self, py, http, loop, app, mode, keep_alive=5, wrapper=(), env=None, extra=()):
         self.py, self.http, self.loop, self.app, self.mode = py, http, loop, app, mode
         self.keep_alive = keep_alive
         self.wrapper = list(wrapper)  # e.g. valgrind, between taskset and python
+        self.extra = list(extra)  # more bench_server.py options
         self.env = env or {}
         self.port = free_port()
         self.proc = None
@@ -386,6 +387,7 @@ class Server(object):
                 "--timeout-keep-alive",
                 str(self.keep_alive),
             ]
+            + self.extra
         )
 
     def start(self, timeout=60):
@@ -974,14 +976,16 @@ def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
     simulation, and object allocations (``dump_measures``).
 
     The server runs under ``valgrind --tool=callgrind --instr-atstart=no``
-    (and ``CACHE_SIM``) with the hash seed ``seed`` on ``loop``.  For each
+    (and ``CACHE_SIM``) with the hash seed ``seed`` and the heap padding
+    ``seed`` (``bench_server.pad_heap``) on ``loop``.  For each
     of ``LOADS`` in turn (one request at a time, then 16-deep pipelined
     batches, on one connection): 160 requests of that load warm up,
     uncounted; ``callgrind_control --instr=on``
     starts the count; exactly ``cg_requests`` requests are answered and
     dumped.  Instruction counts do not depend on what else the machine runs,
     but differ a little between processes of the same code (objects hashed by
-    address land differently in asyncio's and uvicorn's sets)."""
+    address land differently in asyncio's and uvicorn's sets, and the heap's
+    state decides how often pymalloc sets up a fresh pool)."""
     out_file = WORK / "callgrind.{}.%p".format(arm)
     server = Server(
         py,
@@ -994,6 +998,7 @@ def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
         + CACHE_SIM
         + ["--callgrind-out-file=" + str(out_file)],
         env={"PYTHONHASHSEED": str(seed)},
+        extra=["--heap-pad", str(seed)],
     )
     if not server.start(timeout=180):
         return {"error": server.error}
@@ -1027,8 +1032,9 @@ def count_instructions(py, http, arm, cfg, seed=0, loop="asyncio"):
 
 def count_processes(py, http, arm, cfg, loop="asyncio"):
     """count_instructions in ``cg_processes`` servers, one after another, with
-    hash seeds 0, 1, ... (the same seeds for every arm, so each arm's median
-    samples layouts that hashing varies, not one layout the guard shifted):
+    hash seeds and heap paddings 0, 1, ... (the same seeds for every arm, so
+    each arm's median samples hash orders and heap states, not one state the
+    guard shifted):
     each ``*_per_request`` measure is their median per load, ``processes``
     each one's instruction counts
     and ``processes_cycles`` its estimated cycles."""
@@ -1049,6 +1055,7 @@ def count_processes(py, http, arm, cfg, loop="asyncio"):
         errors=[r["error"] for r in runs if "error" in r],
         info=done[0]["info"],
         simulated=done[0]["simulated"],
+        heap_padding=True,  # bench_server.py --heap-pad <seed>
     )
     return out
 
