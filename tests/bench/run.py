@@ -306,22 +306,36 @@ def prune(cache, keep, max_age=3 * 86400):
             shutil.rmtree(str(path), ignore_errors=True)
 
 
-# The least any start-up hook costs that imports a module from a .pth line, as
-# ours does: a .pth file whose one line imports an empty module beside it.
-FLOOR_PTH = ("hook_floor.pth", "import _hook_floor\n")
-FLOOR_MODULE = ("_hook_floor.py", "")
+# Start-up hooks measured beside ours, in the same interleaved runs, by name:
+# the files each venv's site-packages holds (its .pth first).
+#   floor     the least any hook costs that imports a module from its .pth
+#             line, as ours does: one line importing an empty module.
+#   env-only  the one design that costs less: a line that only reads
+#             KEEPALIVE_GUARD and installs nothing else, so without the
+#             variable no finder registers the `--http guarded` names on
+#             uvicorn < 0.36 (where --http is a fixed choice).
+COMPARED_HOOKS = {
+    "floor": (("hook_floor.pth", "import _hook_floor\n"), ("_hook_floor.py", "")),
+    "env-only": (
+        (
+            "hook_env_only.pth",
+            'import os; os.environ.get("KEEPALIVE_GUARD") and '
+            '__import__("_keepalive_guard_boot").boot()\n',
+        ),
+    ),
+}
 
 
 def build_hook_venvs(python, wheel):
-    """Three venvs on the same interpreter, made anew each run: ``hook-without``
+    """Venvs on the same interpreter, made anew each run: ``hook-without``
     (nothing installed), ``hook-with`` (the wheel, which has no dependencies)
-    and ``hook-floor`` (``FLOOR_PTH`` and ``FLOOR_MODULE`` only), each with
-    its site-packages compiled to .pyc as pip's install does."""
+    and one per ``COMPARED_HOOKS`` entry (its files only), each with its
+    site-packages compiled to .pyc as pip's install does."""
     cache = bench_cache()
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
     out = {}
-    for name in ("hook-without", "hook-with", "hook-floor"):
+    for name in ["hook-without", "hook-with"] + ["hook-" + n for n in COMPARED_HOOKS]:
         venv = cache / name
         shutil.rmtree(str(venv), ignore_errors=True)
         py = str(venv / "bin" / "python")
@@ -336,9 +350,8 @@ def build_hook_venvs(python, wheel):
             pth = site / "keepalive_guard.pth"
             out["pth"] = str(pth)
             out["pth_text"] = pth.read_text()
-        elif name == "hook-floor":
-            for filename, text in (FLOOR_PTH, FLOOR_MODULE):
-                (site / filename).write_text(text)
+        for filename, text in COMPARED_HOOKS.get(name[len("hook-") :], ()):
+            (site / filename).write_text(text)
         run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
         out[name] = py
     return out
@@ -1456,14 +1469,13 @@ def _paired(times, arm="with"):
 
 
 def section_hook(cfg, envinfo, results, python):
-    log("start-up hook: three venvs, {} runs each".format(cfg["hook_runs"]))
+    log("start-up hook: {} venvs, {} runs each".format(2 + len(COMPARED_HOOKS), cfg["hook_runs"]))
     venvs = build_hook_venvs(python, envinfo["wheel"])
     env = clean_env()
     runs = cfg["hook_runs"]
     py = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
-    bare = interleaved(
-        {k: [v, "-c", "pass"] for k, v in dict(py, floor=venvs["hook-floor"]).items()}, runs, env
-    )
+    compared = {name: venvs["hook-" + name] for name in COMPARED_HOOKS}
+    bare = interleaved({k: [v, "-c", "pass"] for k, v in dict(py, **compared).items()}, runs, env)
     imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
     # The hook's own work in a fresh process, first time: python -S (no site, so the
     # .pth has not run), site-packages appended to sys.path, then exec(line) as
@@ -1530,13 +1542,14 @@ def section_hook(cfg, envinfo, results, python):
                 for r in data["results"]
             ]
             jpath.unlink()
-    counts = startup_instructions(dict(py, floor=venvs["hook-floor"]), env)
+    counts = startup_instructions(dict(py, **compared), env)
     summary = dict(_paired(bare))
-    summary["floor"] = dict(
-        _paired(bare, "floor"),
-        pth=FLOOR_PTH[1].strip(),
-        instructions=counts and counts.pop("floor") - counts["without"],
-    )
+    for name, files in COMPARED_HOOKS.items():
+        summary[name] = dict(
+            _paired(bare, name),
+            pth=files[0][1].strip(),
+            instructions=counts and counts.pop(name) - counts["without"],
+        )
     summary["instructions"] = counts
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
@@ -1552,11 +1565,13 @@ def section_hook(cfg, envinfo, results, python):
     }
     log(
         "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; "
-        "an empty module's .pth {:+.3f} ms); .pth line, first exec {:.0f} us, imports {}".format(
+        "an empty module's .pth {:+.3f} ms, an env-only line {:+.3f} ms); .pth line, first "
+        "exec {:.0f} us, imports {}".format(
             summary["without_median_ms"],
             summary["with_median_ms"],
             summary["median_paired_diff_ms"],
             summary["floor"]["median_paired_diff_ms"],
+            summary["env-only"]["median_paired_diff_ms"],
             summary["pth_first_exec_us"],
             ", ".join(summary["pth_first_exec_new_modules"] or []),
         )
