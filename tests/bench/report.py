@@ -572,7 +572,7 @@ def render(results, targets):
             if other:
                 add(
                     "| for scale, a venv whose only .pth is `{}`{} (`-c pass`, interleaved "
-                    "with the two above) | | {:.2f} ms | {:+.3f} ms paired{} |".format(
+                    "with the without and with runs above) | | {:.2f} ms | {:+.3f} ms paired{} |".format(
                         other["pth"],
                         what,
                         other["with_median_ms"],
