@@ -215,7 +215,11 @@ def _log(impl: Implementation, plan: "decide.Plan") -> None:
     groups: Dict[str, List[str]] = {}
     for s in plan.statuses:
         groups.setdefault(s.state, []).append(s.fix)
-    logger.info(
+    # INFO only where something was patched: a module left as it was (every
+    # fix upstream already) adds nothing to the server's INFO log, whose
+    # records tests and log pipelines count.
+    logger.log(
+        logging.INFO if APPLIED in groups else logging.DEBUG,
         "keepalive-guard: uvicorn %s (%s): %s",
         plan.version_text,
         impl.name,
