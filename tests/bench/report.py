@@ -567,21 +567,20 @@ def render(results, targets):
             "has loaded imported first, then `exec(line)` as site.py does, timed once | | | "
             "{:.0f} µs = {:.3f} ms |".format(s["pth_first_exec_us"], s["pth_first_exec_us"] / 1e3)
         )
-        for name, what in COMPARED_HOOKS:
-            other = s.get(name)
-            if other:
-                add(
-                    "| for scale, a venv whose only .pth is `{}`{} (`-c pass`, interleaved "
-                    "with the without and with runs above) | | {:.2f} ms | {:+.3f} ms paired{} |".format(
-                        other["pth"],
-                        what,
-                        other["with_median_ms"],
-                        other["median_paired_diff_ms"],
-                        "; {:+,} instructions".format(other["instructions"])
-                        if other.get("instructions") is not None
-                        else "",
-                    )
+        for _, other in _compared_hooks(s):
+            add(
+                "| for scale, {} (`{}`){} (`-c pass`, interleaved with the without and with "
+                "runs above) | | {:.2f} ms | {:+.3f} ms paired{} |".format(
+                    other.get("label", "another .pth"),
+                    other["pth"],
+                    ": " + other["stands_for"] if other.get("stands_for") else "",
+                    other["with_median_ms"],
+                    other["median_paired_diff_ms"],
+                    "; {:+,} instructions".format(other["instructions"])
+                    if other.get("instructions") is not None
+                    else "",
                 )
+            )
         add("")
         add(
             "Modules the .pth line imports beyond a normal start-up: {}. sys.meta_path afterwards: {}.".format(
@@ -770,19 +769,14 @@ def _spread(arm, load, key="processes"):
     return max(counts) / min(counts) - 1 if len(counts) > 1 else None
 
 
-# The start-up hooks run.py measures beside ours (its COMPARED_HOOKS), and
-# what each one stands for.
-COMPARED_HOOKS = (
-    (
-        "floor",
-        " and that module empty: the least any .pth hook that imports a module costs",
-    ),
-    (
-        "env-only",
-        ": a line that only reads KEEPALIVE_GUARD, the one cheaper design, which installs no "
-        "finder, so without the variable `--http guarded` is unknown to uvicorn < 0.36",
-    ),
-)
+def _compared_hooks(summary):
+    """The start-up hooks measured beside ours, in run.py's order, as
+    (name, figures); files written before run.py recorded the order are
+    read by the shape of their entries."""
+    names = summary.get("compared") or [
+        name for name, value in summary.items() if isinstance(value, dict) and "pth" in value
+    ]
+    return [(name, summary[name]) for name in names if summary.get(name)]
 
 
 def _instructions(results, add):
@@ -1176,24 +1170,20 @@ def _verdicts(results, targets):
         s = hook["summary"]
         d = s["median_paired_diff_ms"]
         first = s["pth_first_exec_us"] / 1e3
-        floor, env_only = s.get("floor"), s.get("env-only")
         out.append(
             (
                 "inactive start-up hook <= {} ms".format(targets["hook_ms_max"]),
                 "{:.3f} ms for the .pth line (first exec); {:+.3f} ms wall, `-c pass` "
-                "(paired median){}{}".format(
+                "(paired median){}".format(
                     first,
                     d,
-                    "; a .pth importing an empty module: {:+.3f} ms".format(
-                        floor["median_paired_diff_ms"]
-                    )
-                    if floor
-                    else "",
-                    "; a .pth line that only reads KEEPALIVE_GUARD: {:+.3f} ms".format(
-                        env_only["median_paired_diff_ms"]
-                    )
-                    if env_only
-                    else "",
+                    "".join(
+                        "; {}: {:+.3f} ms".format(
+                            other.get("label") or "a .pth of `{}`".format(other["pth"]),
+                            other["median_paired_diff_ms"],
+                        )
+                        for _, other in _compared_hooks(s)
+                    ),
                 ),
                 max(d, first) <= targets["hook_ms_max"],
                 "",

@@ -307,22 +307,27 @@ def prune(cache, keep, max_age=3 * 86400):
 
 
 # Start-up hooks measured beside ours, in the same interleaved runs, by name:
-# the files each venv's site-packages holds (its .pth first).
-#   floor     the least any hook costs that imports a module from its .pth
-#             line, as ours does: one line importing an empty module.
-#   env-only  the one design that costs less: a line that only reads
-#             KEEPALIVE_GUARD and installs nothing else, so without the
-#             variable no finder registers the `--http guarded` names on
-#             uvicorn < 0.36 (where --http is a fixed choice).
+# what the report calls each and what it stands for (both written into the
+# results, so the report needs no list of its own), and the files its venv's
+# site-packages holds (its .pth first).
 COMPARED_HOOKS = {
-    "floor": (("hook_floor.pth", "import _hook_floor\n"), ("_hook_floor.py", "")),
-    "env-only": (
-        (
-            "hook_env_only.pth",
-            'import os; os.environ.get("KEEPALIVE_GUARD") and '
-            '__import__("_keepalive_guard_boot").boot()\n',
+    "floor": {
+        "label": "a .pth importing an empty module",
+        "stands_for": "the least any .pth hook that imports a module costs, as ours does",
+        "files": (("hook_floor.pth", "import _hook_floor\n"), ("_hook_floor.py", "")),
+    },
+    "env-only": {
+        "label": "a .pth line that only reads KEEPALIVE_GUARD",
+        "stands_for": "the one cheaper design: it installs no finder, so without the "
+        "variable `--http guarded` is unknown to uvicorn < 0.36 (where --http is a fixed choice)",
+        "files": (
+            (
+                "hook_env_only.pth",
+                'import os; os.environ.get("KEEPALIVE_GUARD") and '
+                '__import__("_keepalive_guard_boot").boot()\n',
+            ),
         ),
-    ),
+    },
 }
 
 
@@ -350,7 +355,8 @@ def build_hook_venvs(python, wheel):
             pth = site / "keepalive_guard.pth"
             out["pth"] = str(pth)
             out["pth_text"] = pth.read_text()
-        for filename, text in COMPARED_HOOKS.get(name[len("hook-") :], ()):
+        compared = COMPARED_HOOKS.get(name[len("hook-") :])
+        for filename, text in compared["files"] if compared else ():
             (site / filename).write_text(text)
         run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
         out[name] = py
@@ -1544,12 +1550,15 @@ def section_hook(cfg, envinfo, results, python):
             jpath.unlink()
     counts = startup_instructions(dict(py, **compared), env)
     summary = dict(_paired(bare))
-    for name, files in COMPARED_HOOKS.items():
+    for name, hook in COMPARED_HOOKS.items():
         summary[name] = dict(
             _paired(bare, name),
-            pth=files[0][1].strip(),
+            pth=hook["files"][0][1].strip(),
+            label=hook["label"],
+            stands_for=hook["stands_for"],
             instructions=counts and counts.pop(name) - counts["without"],
         )
+    summary["compared"] = list(COMPARED_HOOKS)
     summary["instructions"] = counts
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
@@ -1564,14 +1573,15 @@ def section_hook(cfg, envinfo, results, python):
         "samples": {"pass": bare, "imports": imports, "first_exec_us": first},
     }
     log(
-        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; "
-        "an empty module's .pth {:+.3f} ms, an env-only line {:+.3f} ms); .pth line, first "
-        "exec {:.0f} us, imports {}".format(
+        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; {}); "
+        ".pth line, first exec {:.0f} us, imports {}".format(
             summary["without_median_ms"],
             summary["with_median_ms"],
             summary["median_paired_diff_ms"],
-            summary["floor"]["median_paired_diff_ms"],
-            summary["env-only"]["median_paired_diff_ms"],
+            "; ".join(
+                "{} {:+.3f} ms".format(hook["label"], summary[name]["median_paired_diff_ms"])
+                for name, hook in COMPARED_HOOKS.items()
+            ),
             summary["pth_first_exec_us"],
             ", ".join(summary["pth_first_exec_new_modules"] or []),
         )
