@@ -9,7 +9,6 @@ the whole activation budget).  Every decision is made from the installed
 code (see ``decide``); anything not recognised is left alone and reported.
 """
 
-import logging
 import sys
 import threading
 from typing import Dict, List, Optional, Tuple
@@ -20,9 +19,15 @@ from . import config, decide, patcher
 from .errors import KeepaliveGuardError
 from .fixes import CATALOGUE, FIX_IDS
 from .implementations import IMPLEMENTATIONS, Implementation, distribution_version
-from .report import APPLIED, NOT_APPLICABLE, PENDING, UNRECOGNISED, FixStatus, Report
-
-logger = logging.getLogger("keepalive_guard")
+from .report import (
+    APPLIED,
+    NOT_APPLICABLE,
+    PENDING,
+    UNRECOGNISED,
+    FixStatus,
+    Report,
+    log_decision,
+)
 
 _lock = threading.RLock()
 
@@ -186,7 +191,7 @@ def _apply(impl: Implementation, plan: "decide.Plan") -> None:
     patches = patcher.build(plan.hooks, plan.classes)
     patcher.apply_all(patches)
     _state.applied[impl.name] = _Applied(plan.statuses, patches)
-    _log(impl, plan)
+    log_decision("uvicorn {} ({})".format(plan.version_text, impl.name), plan.statuses)
 
 
 def _revert_everything() -> None:
@@ -200,28 +205,3 @@ def _revert_everything() -> None:
     for name, applied_module in applied:
         patcher.revert_all(applied_module.patches)
         del _state.applied[name]
-
-
-def _log(impl: Implementation, plan: "decide.Plan") -> None:
-    for s in plan.statuses:
-        if s.state == UNRECOGNISED:
-            logger.warning(
-                "keepalive-guard: fix %s not applied to uvicorn %s (%s): %s",
-                s.fix,
-                plan.version_text,
-                impl.name,
-                s.reason,
-            )
-    groups: Dict[str, List[str]] = {}
-    for s in plan.statuses:
-        groups.setdefault(s.state, []).append(s.fix)
-    # INFO only where something was patched: a module left as it was (every
-    # fix upstream already) adds nothing to the server's INFO log, whose
-    # records tests and log pipelines count.
-    logger.log(
-        logging.INFO if APPLIED in groups else logging.DEBUG,
-        "keepalive-guard: uvicorn %s (%s): %s",
-        plan.version_text,
-        impl.name,
-        "; ".join("{} {}".format(state, ", ".join(ids)) for state, ids in groups.items()),
-    )

@@ -16,17 +16,13 @@ Each class is built, and its uvicorn module imported, on first use
 (Python 3.7+; on 3.6 importing this module builds all three).
 """
 
-import logging
 import sys
 import threading
-from typing import List
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
 from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
-from .report import UNRECOGNISED, FixStatus
-
-logger = logging.getLogger("keepalive_guard")
+from .report import UNRECOGNISED, log_decision
 
 
 def guarded_class(
@@ -64,23 +60,10 @@ def guarded_class(
         },
     )
     patcher.apply_all(patcher.build(plan.hooks, dict(plan.classes, protocol=cls)))
-    _log(cls, plan.version_text, impl.name, plan.statuses)
-    return cls
-
-
-def _log(cls: type, version: str, impl: str, statuses: "List[FixStatus]") -> None:
-    for s in statuses:
-        if s.state == UNRECOGNISED:
-            logger.warning(
-                "keepalive-guard: %s: fix %s not applied: %s", cls.__name__, s.fix, s.reason
-            )
-    logger.info(
-        "keepalive-guard: %s for uvicorn %s (%s): %s",
-        cls.__name__,
-        version,
-        impl,
-        ", ".join("{} {}".format(s.fix, s.state) for s in statuses),
+    log_decision(
+        "{} for uvicorn {} ({})".format(cls.__name__, plan.version_text, impl.name), plan.statuses
     )
+    return cls
 
 
 class _Unavailable(object):

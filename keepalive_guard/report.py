@@ -1,5 +1,6 @@
-"""What the guard decided, per fix and implementation, as data and as text."""
+"""What the guard decided, per fix and implementation, as data, text and log lines."""
 
+import logging
 from typing import Dict, List, Optional
 
 APPLIED = "applied"
@@ -10,6 +11,8 @@ DISABLED = "disabled"
 PENDING = "pending"
 
 STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
+
+logger = logging.getLogger("keepalive_guard")
 
 
 class FixStatus(object):
@@ -99,3 +102,24 @@ class Report(object):
         return "\n".join(lines)
 
     __str__ = format
+
+
+def log_decision(subject: str, statuses: "List[FixStatus]") -> None:
+    """Log one decision (a uvicorn module patched, or a guarded class built).
+
+    A WARNING per unrecognised fix, then one line with every fix's state, at
+    INFO only if a fix was applied: what the guard leaves as it was adds
+    nothing to the server's INFO log, whose records tests and log pipelines
+    count.
+    """
+    groups: Dict[str, List[str]] = {}
+    for s in statuses:
+        if s.state == UNRECOGNISED:
+            logger.warning("keepalive-guard: %s: fix %s not applied: %s", subject, s.fix, s.reason)
+        groups.setdefault(s.state, []).append(s.fix)
+    logger.log(
+        logging.INFO if APPLIED in groups else logging.DEBUG,
+        "keepalive-guard: %s: %s",
+        subject,
+        "; ".join("{} {}".format(state, ", ".join(ids)) for state, ids in groups.items()),
+    )

@@ -333,6 +333,24 @@ def test_guarded_class_decisions(name):
     assert cls.__mro__[1] is base  # (that base stays untouched: test_guarded_class_in_config)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_guarded_class_logs_one_line(impl, caplog):
+    """Building a class logs one line: INFO where it carries a fix, DEBUG where none applies."""
+    import logging
+
+    import uvicorn
+
+    import keepalive_guard.protocols as protocols
+
+    caplog.set_level(logging.DEBUG, logger="keepalive_guard")
+    cls = protocols.guarded_class(impl)
+    lines = [r for r in caplog.records if r.name == "keepalive_guard"]
+    assert [r.getMessage().split(": ")[1] for r in lines] == [
+        "{} for uvicorn {} ({})".format(cls.__name__, uvicorn.__version__, impl)
+    ]
+    assert lines[0].levelno == (logging.INFO if any_bug(impl) else logging.DEBUG)
+
+
 @pytest.mark.skipif(sys.version_info < (3, 7), reason="module __getattr__ is 3.7+")
 @pytest.mark.parametrize("name", ["H11Protocol", "HttpToolsProtocol"])
 def test_guarded_class_imports_only_its_implementation(name):
