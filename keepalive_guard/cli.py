@@ -131,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keepalive-guard",
         description="Backported uvicorn keep-alive fixes: what applies here, and is it applied.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log every decision line of the guard (its DEBUG ones too) and others' INFO",
+    )
     sub = parser.add_subparsers(dest="command")
     for name, func, text in (
         ("status", _status, "show each fix's decision for the installed uvicorn"),
@@ -181,6 +186,8 @@ def main(argv: "Optional[List[str]]" = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:  # where nothing is patched, the guard's line is at DEBUG
+        logging.getLogger("keepalive_guard").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except KeepaliveGuardError as exc:
