@@ -479,6 +479,18 @@ def test_python_m_status_json(workdir):
     assert report["versions"]["uvicorn"] == uvicorn.__version__
 
 
+def test_verbose_shows_every_decision_line(workdir):
+    """``-v``: one line per loaded module on stderr, at INFO where a fix was
+    applied and at DEBUG where none was (shown too: that is what -v is for)."""
+    code, out, err = run(workdir, [sys.executable, "-m", "keepalive_guard", "-v", "status"])
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "keepalive-guard: uvicorn " in line]
+    for impl in IMPLEMENTATIONS:  # those importable here
+        mine = [line for line in lines if "({})".format(impl) in line]
+        level = "INFO " if impl in GUARDED_IMPLS else "DEBUG "
+        assert len(mine) == 1 and mine[0].startswith(level), err
+
+
 def _console_script():
     path = os.path.join(os.path.dirname(sys.executable), "keepalive-guard")
     if not os.path.isfile(path):
