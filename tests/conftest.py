@@ -34,6 +34,11 @@ def has_bug(bug, http):
     return first_fixed is not None and uvicorn_version() < Version(first_fixed)
 
 
+def any_bug(http):
+    """True if the installed release has any of the bugs on ``http``: the guard patches it."""
+    return any(has_bug(bug, http) for bug in FIRST_FIXED)
+
+
 def _importable(name):
     try:
         __import__(name)

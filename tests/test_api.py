@@ -15,7 +15,7 @@ import threading
 import h11
 import pytest
 import uvicorn
-from conftest import FIRST_FIXED, has_bug
+from conftest import FIRST_FIXED, any_bug, has_bug
 from uvicorn.protocols.http import h11_impl
 
 import keepalive_guard
@@ -560,8 +560,8 @@ def test_one_info_record_per_patched_module_and_no_output(guard, caplog, capfd):
         mine = [r for r in lines if "({})".format(impl) in r.getMessage()]
         assert len(mine) == 1, [r.getMessage() for r in lines]
         assert uvicorn.__version__ in mine[0].getMessage()
-        patched = any(has_bug(fix, impl) for fix in FIXES)
-        assert mine[0].levelno == (logging.INFO if patched else logging.DEBUG), mine[0].getMessage()
+        level = logging.INFO if any_bug(impl) else logging.DEBUG
+        assert mine[0].levelno == level, mine[0].getMessage()
     infos = [r for r in caplog.records if r.levelno == logging.INFO]
     assert len(infos) == sum(1 for r in lines if r.levelno == logging.INFO)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -30,7 +30,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import FIRST_FIXED, IMPLEMENTATIONS, has_bug, uvicorn_version
+from conftest import FIRST_FIXED, IMPLEMENTATIONS, any_bug, has_bug, uvicorn_version
 from harness import Server
 from packaging.version import Version
 from routes_support import (
@@ -78,10 +78,6 @@ def proof(impl):
     if impl in E2_SCENARIO.implementations and has_bug("E2", impl):
         return E2_SCENARIO
     return None
-
-
-def any_bug(impl):
-    return any(has_bug(fix, impl) for fix in FIXES)
 
 
 def expected_state(fix, impl):
