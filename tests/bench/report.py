@@ -162,7 +162,9 @@ def render(results, targets):
         "run-to-run spread is listed. On 0.54.0 the guard patches nothing, so its guarded / "
         "unguarded ratios are this benchmark's noise floor: a wall-clock target missed by no more "
         "than the floor's own cases miss it is marked *within the noise floor*, not met; the "
-        "guard's actual per-request work is counted exactly in the instructions section."
+        "guard's actual per-request work is counted exactly in the instructions section. The "
+        "duet section measures the same cases with every arm served at once, which this "
+        "machine's other work disturbs far less; its control arm is that method's floor."
     )
     add("")
     add("## Releases and environments")
@@ -214,7 +216,7 @@ def render(results, targets):
     add(
         "- Access log off, log level warning (a larger share of per-request time is the guard's "
         "than with uvicorn's default access log). Every pair of a case starts fresh servers "
-        "for its arms (warm-up {} s each) and stops them after its runs, so that a "
+        "for its arms (warmed up together, {} s) and stops them after its runs, so that a "
         "process's own bias (hash seed, memory layout) stays in one pair.".format(cfg["warmup"])
     )
     add(
@@ -341,6 +343,8 @@ def render(results, targets):
                 seen.add(key)
                 add("- " + note.replace("|", "/"))
             add("")
+
+    _duet(results, add)
 
     # ---- memory
     rows = results.get("memory", [])
@@ -729,9 +733,9 @@ def _summary(results, add):
     add("")
     add(
         "| uvicorn | http | fixes applied | request (in-process) | server CPU/req ratio | "
-        "rps ratio | p99 ratio | p50 ratio |"
+        "rps ratio | p99 ratio | p50 ratio | side by side: rps ratio / control |"
     )
-    add("|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|")
     applied = _applied(results)
     for release, http in keys:
         cases = [
@@ -747,8 +751,18 @@ def _summary(results, add):
             req = "×{:.3f}".format(
                 m["ns"]["global"]["request"]["median"] / m["ns"]["none"]["request"]["median"]
             )
+        duet = [
+            data["summary"]
+            for row in results.get("duet", [])
+            if row["release"] == release and row["http"] == http and not row.get("skipped")
+            for data in row["loads"].values()
+        ]
+        side = [
+            [((c.get(arm) or {}).get("rps_ratio") or {}).get("median") for c in duet]
+            for arm in ("global", "control")
+        ]
         add(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 release,
                 http,
                 ", ".join(applied.get((release, http), [])) or "none",
@@ -757,9 +771,132 @@ def _summary(results, add):
                 _med_range(med("rps_ratio")),
                 _med_range(med("p99_ratio")),
                 _med_range(med("p50_ratio")),
+                "{} / {}".format(*[_med_range(v) for v in side]) if duet else "n/a",
             )
         )
     add("")
+
+
+def _duet(results, add):
+    """The side-by-side rounds: every arm served at once, under the same noise."""
+    rows = results.get("duet", [])
+    if not rows:
+        return
+    cfg = results["meta"]["config"]
+    add("## Side by side on one CPU (duet rounds)")
+    add("")
+    add(
+        "The same cases, measured the other way: in each round ({} per case) fresh servers "
+        "for every arm run at once on the server CPU, each under its own wrk (same load, "
+        "{} s, all on the client CPU), so that whatever else the machine does in those "
+        "seconds slows every arm alike; ratios are taken within a round (duet benchmarking, "
+        "Bulej et al., ICPE 2020). The servers share the CPU (`CPU share`: each server's "
+        "median share of one CPU), so absolute rps are a fraction of the A/B pairs'. "
+        "**control** is a second unguarded server: its ratio to none is what this method "
+        "cannot tell from nothing. The order in which the servers start, and their wrk "
+        "with them, rotates each round. Ratios: median [min–max] over the rounds; "
+        "latency is left out, since a server waiting for its turn on the CPU sets "
+        "it.".format(
+            max(
+                (len(d["pairs"]) for row in rows for d in row.get("loads", {}).values()), default=0
+            ),
+            cfg["duration"],
+        )
+    )
+    add("")
+    arms = ("control", "global", "route")
+    add(
+        "| uvicorn | http | loop | app | load | none rps | CPU share none / control / global / "
+        "route | "
+        + " | ".join("{0} rps ratio | {0} CPU/req ratio".format(a) for a in arms)
+        + " | errors |"
+    )
+    add("|---|---|---|---|---|---|---|" + "---|---|" * len(arms) + "---|")
+    for row in rows:
+        head = "| {} | {} | {} | {} |".format(row["release"], row["http"], row["loop"], row["app"])
+        if row.get("skipped"):
+            add(head + " all | did not start |" + " |" * (2 * len(arms) + 2))
+            continue
+        for load, data in row["loads"].items():
+            s = data["summary"]
+            share = [
+                _f(
+                    statistics.median(
+                        [
+                            p[a]["server_cpu"]
+                            for p in data["pairs"]
+                            if p.get(a, {}).get("server_cpu")
+                        ]
+                    )
+                    if any(p.get(a, {}).get("server_cpu") for p in data["pairs"])
+                    else None,
+                    "{:.2f}",
+                )
+                for a in ("none",) + arms
+            ]
+            cells = []
+            for a in arms:
+                if a in s:
+                    cells += [_ratio(s[a].get("rps_ratio")), _ratio(s[a].get("cpu_per_req_ratio"))]
+                else:
+                    cells += ["not available", "not available"]
+            errors = s["none"]["errors"] + sum(s.get(a, {}).get("errors", 0) for a in arms)
+            add(
+                "{} {} | {:.0f} | {} | {} | {} |".format(
+                    head,
+                    load,
+                    s["none"]["rps_median"],
+                    " / ".join(share),
+                    " | ".join(cells),
+                    errors,
+                )
+            )
+    add("")
+
+
+def _duet_verdicts(results, targets):
+    """Target rows from the side-by-side rounds, their control arm as the floor."""
+    worst, floor = {}, {}
+    for row in results.get("duet", []):
+        if row.get("skipped"):
+            continue
+        for load, data in row["loads"].items():
+            for arm in ("control", "global", "route"):
+                ratio = (data["summary"].get(arm) or {}).get("rps_ratio")
+                if not ratio:
+                    continue
+                if arm == "control":
+                    floor.setdefault(load, []).append(ratio["median"])
+                    continue
+                where = "{} {} {} {} {}".format(
+                    row["release"], row["http"], row["loop"], row["app"], arm
+                )
+                if (load, arm) not in worst or ratio["median"] < worst[(load, arm)][0]:
+                    worst[(load, arm)] = (ratio["median"], where)
+    out = []
+    for load, values in sorted(floor.items()):
+        out.append(
+            (
+                "noise floor, side by side, {}: rps ratio of two unguarded servers "
+                "(control / none)".format(load),
+                "cases range {:.3f}–{:.3f}".format(min(values), max(values)),
+                None,
+                "",
+            )
+        )
+    limit = targets["throughput_ratio_min"]
+    for (load, arm), (value, where) in sorted(worst.items()):
+        out.append(
+            (
+                "supplementary: throughput ratio side by side >= {} ({}, {})".format(
+                    limit, load, arm
+                ),
+                "{:.3f}".format(value),
+                _within(value >= limit, value, floor.get(load), True),
+                where,
+            )
+        )
+    return out
 
 
 def _spread(arm, load, key="processes"):
@@ -1003,6 +1140,7 @@ def _verdicts(results, targets):
                     w["cpu"][1],
                 )
             )
+    out.extend(_duet_verdicts(results, targets))
     measures = [  # (what, how counted, per-request key, per-process key, ratios, spreads)
         ("instructions", "callgrind", "ir_per_request", "processes", [], []),
         (

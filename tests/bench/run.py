@@ -37,6 +37,11 @@ Sections (``--only`` picks some):
                 them after; wrk on CPU 1 runs the arms in ABC / CBA order to
                 cancel drift.  Loads: keep-alive, 64 connections; 16-deep
                 pipelining, 64 connections.
+``duet``        the same cases side by side: each round starts a server per
+                arm, plus ``control`` (a second unguarded server), all at once
+                on CPU 0, each under its own wrk on CPU 1 at the same time, so
+                that the machine's other work slows every arm alike (duet
+                benchmarking); the start order rotates each round.
 ``instructions``  instructions per request of the server, counted by
                 valgrind's callgrind, with its cache and branch-predictor
                 simulation (estimated cycles, mispredicted branches) and
@@ -97,7 +102,16 @@ import envs  # noqa: E402  (compat/envs.py)
 RELEASES = ("0.12.2", "0.27.0", "0.54.0")
 IMPLS = ("h11", "httptools")
 ARMS = ("none", "global", "route")
-SECTIONS = ("throughput", "instructions", "memory", "retention", "activation", "hook", "micro")
+SECTIONS = (
+    "throughput",
+    "duet",
+    "instructions",
+    "memory",
+    "retention",
+    "activation",
+    "hook",
+    "micro",
+)
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 
@@ -108,6 +122,7 @@ FULL = {
     "apps": ("hello", "fastapi"),
     "loads": ("keepalive", "pipeline16"),
     "pairs": 5,
+    "duet_rounds": 8,
     "duration": 3,
     "warmup": 1,
     "connections": 64,
@@ -134,6 +149,7 @@ QUICK = dict(
     loops=("asyncio",),
     apps=("hello",),
     pairs=2,
+    duet_rounds=1,
     duration=2,
     warmup=1,
     mem_requests=20000,
@@ -410,6 +426,11 @@ class Server(object):
         )
 
     def start(self, timeout=60):
+        """Launch the server and wait until it answers: True, or False with ``error``."""
+        self.launch()
+        return self.ready(timeout)
+
+    def launch(self):
         WORK.mkdir(parents=True, exist_ok=True)
         self.logfile = tempfile.NamedTemporaryFile(
             prefix="server-", suffix=".log", dir=str(WORK), delete=False
@@ -422,6 +443,8 @@ class Server(object):
             env=dict(clean_env(), **self.env),
         )
         LIVE[self.proc.pid] = self
+
+    def ready(self, timeout=60):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -775,30 +798,74 @@ def summarise_ab(pairs, arms):
 LOADS = {"keepalive": 1, "pipeline16": 16}
 
 
+# The side-by-side arms: ``control`` is a second unguarded server, whose ratio
+# to ``none`` is what the method cannot tell apart from nothing.
+DUET_ARMS = ("none", "control", "global", "route")
+MODES = {"control": "none"}  # arm -> bench_server.py --mode, where they differ
+
+
 def start_arms(py, http, loop, app, arms):
     """A fresh server per arm: ({arm: Server}, {arm: why it did not start})."""
+    launched = {arm: Server(py, http, loop, app, MODES.get(arm, arm)) for arm in arms}
+    for server in launched.values():  # all at once: they start up in parallel
+        server.launch()
     servers, unavailable = {}, {}
-    for arm in arms:
-        server = Server(py, http, loop, app, arm)
-        if server.start():
+    for arm, server in launched.items():
+        if server.ready():
             servers[arm] = server
         else:
             unavailable[arm] = server.error
     return servers, unavailable
 
 
-def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
-    """Alternate wrk runs over the arms, with fresh servers for every pair.
+def together(servers, arms, depth, duration, connections):
+    """One wrk per server, all running at once (started in ``arms`` order)."""
+    out, failed = {}, []
 
-    Each pair starts its own server processes (and warms them up), runs
-    every load on them in ABC or CBA order, and stops them: a server's own
-    bias (hash seed, memory layout, where the kernel put its pages) belongs
-    to one pair only, so the median over pairs is not skewed by it.
+    def one(arm):
+        try:
+            out[arm] = wrk(
+                servers[arm].port, depth, duration, connections, server_pid=servers[arm].proc.pid
+            )
+        except Exception as exc:  # re-raised below, in this thread
+            failed.append(exc)
+
+    threads = [threading.Thread(target=one, args=(arm,)) for arm in arms]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(duration + 120)  # wrk() itself gives up after duration + 60 s
+    if failed or len(out) != len(arms):
+        raise failed[0] if failed else RuntimeError("a wrk run did not finish")
+    for data in out.values():  # other processes' share cannot be told apart from ours now
+        data.pop("foreign_server_cpu", None)
+        data.pop("foreign_client_cpu", None)
+    return {arm: out[arm] for arm in arms}
+
+
+def ab_session(py, http, loop, app, arms, loads, cfg, record_name, side_by_side=False):
+    """Compare the arms over rounds, with fresh servers for every round.
+
+    Each round starts its own server processes (and warms them up), runs
+    every load on them and stops them: a server's own bias (hash seed,
+    memory layout, where the kernel put its pages) belongs to one round
+    only, so the median over rounds is not skewed by it.
+
+    One arm at a time (the A/B pairs): wrk runs the arms in ABC or CBA
+    order, to cancel drift.  ``side_by_side`` (the duet rounds): one wrk
+    per arm, all at once, so that whatever else the machine does in those
+    seconds hits every arm alike; the servers share the server CPU, and
+    the order in which they start rotates from round to round.
     """
     by_load = {load: [] for load in loads}
     out = {"unavailable": {}, "info": {}, "loads": {}}
-    for i in range(cfg["pairs"]):
-        servers, unavailable = start_arms(py, http, loop, app, arms)
+    rounds = cfg["duet_rounds"] if side_by_side else cfg["pairs"]
+    for i in range(rounds):
+        if side_by_side:
+            arms_now = list(arms[i % len(arms) :]) + list(arms[: i % len(arms)])
+        else:
+            arms_now = list(arms) if i % 2 == 0 else list(reversed(arms))
+        servers, unavailable = start_arms(py, http, loop, app, arms_now)
         try:
             out["unavailable"].update(unavailable)
             if "none" not in servers:
@@ -808,27 +875,32 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
                         "unavailable": unavailable,
                     }
                 raise RuntimeError("unguarded server did not start: " + str(unavailable))
-            live_arms = [a for a in arms if a in servers]
-            out["info"] = {a: s.info for a, s in servers.items()}
-            for arm in live_arms:  # warm-up
-                wrk(servers[arm].port, 1, cfg["warmup"], cfg["connections"])
-            order = live_arms if i % 2 == 0 else list(reversed(live_arms))
+            order = [a for a in arms_now if a in servers]
+            out["info"] = {a: servers[a].info for a in order}
+            together(servers, order, 1, cfg["warmup"], cfg["connections"])  # warm-up
             wait_quiet(cfg["quiet_wait"])
             for load in loads:
-                pair = {}
                 for arm in order:
                     if servers[arm].proc.poll() is not None:
                         raise RuntimeError(
                             "{} server died: {}".format(arm, servers[arm].log_tail())
                         )
-                    pair[arm] = wrk(
-                        servers[arm].port,
-                        LOADS[load],
-                        cfg["duration"],
-                        cfg["connections"],
-                        server_pid=servers[arm].proc.pid,
+                if side_by_side:
+                    runs = together(
+                        servers, order, LOADS[load], cfg["duration"], cfg["connections"]
                     )
-                by_load[load].append(pair)
+                else:
+                    runs = {
+                        arm: wrk(
+                            servers[arm].port,
+                            LOADS[load],
+                            cfg["duration"],
+                            cfg["connections"],
+                            server_pid=servers[arm].proc.pid,
+                        )
+                        for arm in order
+                    }
+                by_load[load].append(runs)
         finally:
             for server in servers.values():
                 server.stop()
@@ -859,15 +931,27 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name):
     return out
 
 
-def section_throughput(cfg, envinfo, results):
-    rows = results.setdefault("throughput", [])
+def section_throughput(cfg, envinfo, results, section="throughput"):
+    """The A/B pairs (``throughput``) or the side-by-side rounds (``duet``)."""
+    duet = section == "duet"
+    rows = results.setdefault(section, [])
     for release in cfg["releases"]:
         py = envinfo["envs"][release]["python"]
         for http in cfg["impls"]:
             for loop in cfg["loops"]:
                 for app in cfg["apps"]:
-                    log("throughput: uvicorn {} {} {} {}".format(release, http, loop, app))
-                    out = ab_session(py, http, loop, app, ARMS, cfg["loads"], cfg, release)
+                    log("{}: uvicorn {} {} {} {}".format(section, release, http, loop, app))
+                    out = ab_session(
+                        py,
+                        http,
+                        loop,
+                        app,
+                        DUET_ARMS if duet else ARMS,
+                        cfg["loads"],
+                        cfg,
+                        release,
+                        side_by_side=duet,
+                    )
                     out.update({"release": release, "http": http, "loop": loop, "app": app})
                     if out.get("skipped"):
                         log("  skipped: " + out["skipped"][:300])
@@ -1710,8 +1794,8 @@ def git_state():
 
 
 def run_section(section, cfg, envinfo, results, args):
-    if section == "throughput":
-        section_throughput(cfg, envinfo, results)
+    if section in ("throughput", "duet"):
+        section_throughput(cfg, envinfo, results, section)
     elif section == "instructions":
         section_instructions(cfg, envinfo, results)
     elif section == "memory":
