@@ -819,21 +819,12 @@ def _duet(results, add):
             continue
         for load, data in row["loads"].items():
             s = data["summary"]
-            share = [
-                _f(
-                    statistics.median(
-                        [
-                            p[a]["server_cpu"]
-                            for p in data["pairs"]
-                            if p.get(a, {}).get("server_cpu")
-                        ]
-                    )
-                    if any(p.get(a, {}).get("server_cpu") for p in data["pairs"])
-                    else None,
-                    "{:.2f}",
-                )
-                for a in ("none",) + arms
-            ]
+            share = []
+            for a in ("none",) + arms:
+                values = [
+                    p[a]["server_cpu"] for p in data["pairs"] if p.get(a, {}).get("server_cpu")
+                ]
+                share.append(_f(statistics.median(values) if values else None, "{:.2f}"))
             cells = []
             for a in arms:
                 if a in s:

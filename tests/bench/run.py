@@ -818,19 +818,24 @@ def start_arms(py, http, loop, app, arms):
     return servers, unavailable
 
 
-def together(servers, arms, depth, duration, connections):
-    """One wrk per server, all running at once (started in ``arms`` order)."""
-    out, failed = {}, []
+def wrk_runs(servers, arms, depth, duration, connections, at_once):
+    """One wrk run per server, one after another in ``arms`` order or all at once."""
 
     def one(arm):
+        server = servers[arm]
+        return wrk(server.port, depth, duration, connections, server_pid=server.proc.pid)
+
+    if not at_once:
+        return {arm: one(arm) for arm in arms}
+    out, failed = {}, []
+
+    def in_thread(arm):
         try:
-            out[arm] = wrk(
-                servers[arm].port, depth, duration, connections, server_pid=servers[arm].proc.pid
-            )
+            out[arm] = one(arm)
         except Exception as exc:  # re-raised below, in this thread
             failed.append(exc)
 
-    threads = [threading.Thread(target=one, args=(arm,)) for arm in arms]
+    threads = [threading.Thread(target=in_thread, args=(arm,)) for arm in arms]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -877,7 +882,7 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name, side_by_side=
                 raise RuntimeError("unguarded server did not start: " + str(unavailable))
             order = [a for a in arms_now if a in servers]
             out["info"] = {a: servers[a].info for a in order}
-            together(servers, order, 1, cfg["warmup"], cfg["connections"])  # warm-up
+            wrk_runs(servers, order, 1, cfg["warmup"], cfg["connections"], True)  # warm-up
             wait_quiet(cfg["quiet_wait"])
             for load in loads:
                 for arm in order:
@@ -885,21 +890,9 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name, side_by_side=
                         raise RuntimeError(
                             "{} server died: {}".format(arm, servers[arm].log_tail())
                         )
-                if side_by_side:
-                    runs = together(
-                        servers, order, LOADS[load], cfg["duration"], cfg["connections"]
-                    )
-                else:
-                    runs = {
-                        arm: wrk(
-                            servers[arm].port,
-                            LOADS[load],
-                            cfg["duration"],
-                            cfg["connections"],
-                            server_pid=servers[arm].proc.pid,
-                        )
-                        for arm in order
-                    }
+                runs = wrk_runs(
+                    servers, order, LOADS[load], cfg["duration"], cfg["connections"], side_by_side
+                )
                 by_load[load].append(runs)
         finally:
             for server in servers.values():
