@@ -107,7 +107,7 @@ def render(results, targets):
     for rerun in meta.get("reruns", []):
         add(
             "Re-run later into the same results: {} — `{}` at {}, wheel sha256 `{}` from the tree "
-            "at `{}`{}; load average {} at its start.".format(
+            "at `{}`{}; load average {} at its start{}.".format(
                 ", ".join(rerun["sections"]),
                 rerun["command"],
                 rerun["started"],
@@ -117,6 +117,7 @@ def render(results, targets):
                 if rerun["git"].get("package_dirty")
                 else "",
                 " ".join(rerun.get("loadavg_start", [])),
+                _other_machine(m, rerun.get("machine")),
             )
         )
         add("")
@@ -594,6 +595,30 @@ def render(results, targets):
             )
         )
         add("")
+        by_python = s.get("instructions_by_python")
+        if by_python:
+            others = _compared_hooks(s)
+            add(
+                "Instructions of `python -c pass` on every interpreter found, the same venvs made "
+                "on each (callgrind, PYTHONHASHSEED=0): without the wheel, and what each start-up "
+                "hook adds to that."
+            )
+            add("")
+            add(
+                "| Python | without | with the wheel | "
+                + " | ".join(other.get("label", name) for name, other in others)
+                + " |"
+            )
+            add("|---|---|---|" + "---|" * len(others))
+            for minor, counts in by_python.items():
+                add(
+                    "| {} | {:,} | {:+,} | ".format(minor, counts["without"], counts["difference"])
+                    + " | ".join(
+                        "{:+,}".format(counts[name] - counts["without"]) for name, _ in others
+                    )
+                    + " |"
+                )
+            add("")
 
     rows = results.get("micro", [])
     if rows:
@@ -895,6 +920,21 @@ def _spread(arm, load, key="processes"):
     instructions, ``processes_cycles``: estimated cycles), None for one process."""
     counts = [c[load] for c in arm.get(key, [])]
     return max(counts) / min(counts) - 1 if len(counts) > 1 else None
+
+
+def _other_machine(first, this):
+    """Where a re-run's machine is known to differ from the first run's, say how."""
+    if not this:
+        return ""
+    keys = ("cpus", "cpu_model", "mem_total", "kernel", "boot_id")
+    differ = [k for k in keys if first.get(k) and this.get(k) and first[k] != this[k]]
+    if not differ:
+        return ""
+    if differ == ["boot_id"]:
+        return "; on a later boot of a machine of the same description (its figures are comparable within the re-run, not with the first run's)"
+    return "; on another machine ({})".format(
+        ", ".join("{} {}".format(k, this[k]) for k in differ if k != "boot_id")
+    )
 
 
 def _compared_hooks(summary):

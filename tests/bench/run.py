@@ -22,8 +22,10 @@ into ``tests/bench/.work/dist``; one environment per uvicorn release with
 (``$KEEPALIVE_GUARD_BENCH_CACHE``, default ``~/.cache/keepalive-guard/bench-envs``,
 so that the extras never touch the test environments), then
 ``uv pip install fastapi uvloop`` into it (``uvloop<0.22`` for uvicorn <= 0.13.4,
-whose start-up breaks with newer uvloop).  Three more venvs for the start-up
-hook, made anew each run.  wrk is installed with apt-get if missing.
+whose start-up breaks with newer uvloop).  More venvs for the start-up hook,
+made anew each run: without and with the wheel, and one per other hook it is
+compared with, on the benchmark's interpreter and (for instruction counts) on
+every interpreter found.  wrk is installed with apt-get if missing.
 
 Sections (``--only`` picks some):
 
@@ -61,8 +63,9 @@ Sections (``--only`` picks some):
                 imported, in fresh processes (tests/bench/activation.py).
 ``hook``        interpreter start-up, ``python -c pass``, with and without the
                 wheel (its keepalive_guard.pth) in two otherwise identical venvs,
-                and in a third whose only .pth imports an empty module: the
-                least a .pth hook that imports a module costs.
+                and in one more per other start-up hook to compare with
+                (``COMPARED_HOOKS``); the same venvs on every interpreter found
+                (3.6-3.13) for the instruction counts alone.
 ``micro``       per-call cost of the guard's wrappers on uvicorn's per-request
                 path (tests/bench/micro.py).
 
@@ -98,6 +101,7 @@ SERVER = HERE / "bench_server.py"
 sys.path.insert(0, str(ROOT / "compat"))
 
 import envs  # noqa: E402  (compat/envs.py)
+import interpreters  # noqa: E402  (compat/interpreters.py)
 
 RELEASES = ("0.12.2", "0.27.0", "0.54.0")
 IMPLS = ("h11", "httptools")
@@ -132,6 +136,7 @@ FULL = {
     "ret_keepalive": 5,
     "act_runs": 40,
     "hook_runs": 400,
+    "hook_pythons": True,  # also count start-up instructions on every interpreter found
     "micro_rounds": 7,
     "micro_number": 20000,
     "micro_requests": 2000,
@@ -150,14 +155,15 @@ QUICK = dict(
     apps=("hello",),
     pairs=2,
     duet_rounds=1,
-    duration=2,
+    duration=1,
     warmup=1,
     mem_requests=20000,
     mem_pairs=1,
     ret_connections=100,
-    ret_keepalive=2,
+    ret_keepalive=1,
     act_runs=6,
     hook_runs=40,
+    hook_pythons=False,
     micro_rounds=3,
     micro_number=5000,
     micro_requests=300,
@@ -167,7 +173,7 @@ QUICK = dict(
     cg_processes=1,
     cg_reference=False,
     quiet_wait=2,
-    quiet_budget=20,
+    quiet_budget=10,
 )
 
 TARGETS = {
@@ -326,7 +332,14 @@ def prune(cache, keep, max_age=3 * 86400):
 # what the report calls each and what it stands for (both written into the
 # results, so the report needs no list of its own), and the files its venv's
 # site-packages holds (its .pth first).
+BOOT_FILE = ("_keepalive_guard_boot.py", None)  # the module those lines boot, from this tree
 COMPARED_HOOKS = {
+    "any-pth": {
+        "label": "a .pth whose line does nothing",
+        "stands_for": "what site.py costs to read a .pth file and run one line, whatever the "
+        "line does (twice in these venvs, whose lib64 links to lib)",
+        "files": (("hook_any.pth", "import os\n"),),
+    },
     "floor": {
         "label": "a .pth importing an empty module",
         "stands_for": "the least any .pth hook that imports a module costs, as ours does",
@@ -342,17 +355,35 @@ COMPARED_HOOKS = {
                 'import os; os.environ.get("KEEPALIVE_GUARD") and '
                 '__import__("_keepalive_guard_boot").boot()\n',
             ),
+            BOOT_FILE,
+        ),
+    },
+    "argv-check": {
+        "label": "a .pth line that reads KEEPALIVE_GUARD and the command line",
+        "stands_for": "a design between the two: it boots only if the variable is set or the "
+        "command line says `guarded`, so `--http guarded` works on the command line but not "
+        'in code (`Config(http="guarded")`) nor in the processes `--workers` and `--reload` '
+        "spawn, whose command line is multiprocessing's (Python 3.6 sets sys.argv after "
+        "site.py runs: there it always boots)",
+        "files": (
+            (
+                "hook_argv_check.pth",
+                'import os, sys; ("guarded" in str(getattr(sys, "argv", "guarded")) or '
+                'os.environ.get("KEEPALIVE_GUARD")) and '
+                '__import__("_keepalive_guard_boot").boot()\n',
+            ),
+            BOOT_FILE,
         ),
     },
 }
 
 
-def build_hook_venvs(python, wheel):
+def build_hook_venvs(python, wheel, folder="."):
     """Venvs on the same interpreter, made anew each run: ``hook-without``
     (nothing installed), ``hook-with`` (the wheel, which has no dependencies)
     and one per ``COMPARED_HOOKS`` entry (its files only), each with its
     site-packages compiled to .pyc as pip's install does."""
-    cache = bench_cache()
+    cache = bench_cache() / folder
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
     out = {}
@@ -373,7 +404,7 @@ def build_hook_venvs(python, wheel):
             out["pth_text"] = pth.read_text()
         compared = COMPARED_HOOKS.get(name[len("hook-") :])
         for filename, text in compared["files"] if compared else ():
-            (site / filename).write_text(text)
+            (site / filename).write_text((ROOT / filename).read_text() if text is None else text)
         run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
         out[name] = py
     return out
@@ -804,9 +835,9 @@ DUET_ARMS = ("none", "control", "global", "route")
 MODES = {"control": "none"}  # arm -> bench_server.py --mode, where they differ
 
 
-def start_arms(py, http, loop, app, arms):
+def start_arms(py, http, loop, app, arms, **options):
     """A fresh server per arm: ({arm: Server}, {arm: why it did not start})."""
-    launched = {arm: Server(py, http, loop, app, MODES.get(arm, arm)) for arm in arms}
+    launched = {arm: Server(py, http, loop, app, MODES.get(arm, arm), **options) for arm in arms}
     for server in launched.values():  # all at once: they start up in parallel
         server.launch()
     servers, unavailable = {}, {}
@@ -1346,15 +1377,10 @@ def section_retention(cfg, envinfo, results):
                     release, http, n, keep_alive
                 )
             )
-            servers = {}
-            unavailable = {}
+            servers, unavailable = start_arms(
+                py, http, "asyncio", "hello", ARMS, keep_alive=keep_alive
+            )
             try:
-                for arm in ARMS:
-                    server = Server(py, http, "asyncio", "hello", arm, keep_alive=keep_alive)
-                    if server.start():
-                        servers[arm] = server
-                    else:
-                        unavailable[arm] = server.error
                 arms = [a for a in ARMS if a in servers]
                 if "none" not in arms:
                     rows.append(
@@ -1556,8 +1582,7 @@ def section_hook(cfg, envinfo, results, python):
     venvs = build_hook_venvs(python, envinfo["wheel"])
     env = clean_env()
     runs = cfg["hook_runs"]
-    py = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
-    compared = {name: venvs["hook-" + name] for name in COMPARED_HOOKS}
+    py, compared = hook_pythons(venvs)
     bare = interleaved({k: [v, "-c", "pass"] for k, v in dict(py, **compared).items()}, runs, env)
     imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
     # The hook's own work in a fresh process, first time: python -S (no site, so the
@@ -1626,6 +1651,12 @@ def section_hook(cfg, envinfo, results, python):
             ]
             jpath.unlink()
     counts = startup_instructions(dict(py, **compared), env)
+    by_python = {}
+    if cfg["hook_pythons"] and shutil.which("valgrind"):
+        for minor, interp in interpreters.find_interpreters().items():
+            log("  instructions of -c pass on Python {}".format(minor))
+            there = hook_pythons(build_hook_venvs(interp, envinfo["wheel"], "py" + minor))
+            by_python[minor] = startup_instructions(dict(there[0], **there[1]), env)
     summary = dict(_paired(bare))
     for name, hook in COMPARED_HOOKS.items():
         summary[name] = dict(
@@ -1637,6 +1668,7 @@ def section_hook(cfg, envinfo, results, python):
         )
     summary["compared"] = list(COMPARED_HOOKS)
     summary["instructions"] = counts
+    summary["instructions_by_python"] = by_python
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
     summary["pth_first_exec_us"] = statistics.median(first)
@@ -1664,6 +1696,12 @@ def section_hook(cfg, envinfo, results, python):
         )
     )
     save(results)
+
+
+def hook_pythons(venvs):
+    """The interpreters of ``build_hook_venvs``: ({without, with}, {compared name: python})."""
+    ours = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
+    return ours, {name: venvs["hook-" + name] for name in COMPARED_HOOKS}
 
 
 def startup_instructions(py, env):
@@ -1771,6 +1809,11 @@ def machine():
     except Exception:
         pass
     info["taskset"] = TASKSET
+    try:  # which boot: each is a fresh virtual machine here, with the same description
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            info["boot_id"] = f.read().strip()
+    except OSError:
+        pass
     info["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
     return info
 
@@ -1921,6 +1964,8 @@ def main(argv=None):
                     "git": results["meta"]["git"],
                     "wheel_sha256": envinfo["wheel_sha256"],
                     "envs": envinfo,
+                    "config": cfg,
+                    "machine": results["meta"]["machine"],
                     "loadavg_start": results["meta"]["machine"]["loadavg_start"],
                 }
             )
