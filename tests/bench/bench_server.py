@@ -4,7 +4,7 @@ Runs inside a benchmark environment (one uvicorn release), never imported by
 pytest.  Usage (run.py builds this command line)::
 
     <env python> tests/bench/bench_server.py --port 8123 --http h11 \
-        --loop asyncio --app hello --mode none|global|route \
+        --loop asyncio --app hello --mode none|global|route|nofix|passthrough \
         [--timeout-keep-alive 5]
 
 Modes:
@@ -18,6 +18,10 @@ Modes:
             and no global patch (the class is built, and its uvicorn module
             imported, on first use).  Exits with status 3 and "not
             available" on stderr if that module or class cannot be had.
+``nofix``   as ``global``, with no fix selected: the package loaded and
+            installed, nothing patched.
+``passthrough``  no guard; uvicorn's ``on_response_complete`` replaced by a
+            plain function that calls it (a call layer alone).
 
 Apps: ``hello`` is a bare ASGI callable answering 13 bytes of text/plain;
 ``fastapi`` is a FastAPI app whose ``GET /`` returns a small JSON object.
@@ -221,23 +225,40 @@ def pad_heap(seed):
     return keep
 
 
+def pass_through(http):
+    """uvicorn's ``on_response_complete`` behind a bare call layer: what a
+    wrapper alone costs, with no guard loaded."""
+    import importlib
+
+    module = importlib.import_module("uvicorn.protocols.http.{}_impl".format(http))
+    cls = getattr(module, "H11Protocol" if http == "h11" else "HttpToolsProtocol")
+    original = cls.__dict__["on_response_complete"]
+
+    def on_response_complete(self):
+        return original(self)
+
+    cls.on_response_complete = on_response_complete
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--http", choices=("h11", "httptools"), required=True)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--app", choices=("hello", "fastapi"), default="hello")
-    parser.add_argument("--mode", choices=("none", "global", "route"), default="none")
+    parser.add_argument(
+        "--mode", choices=("none", "global", "route", "nofix", "passthrough"), default="none"
+    )
     parser.add_argument("--timeout-keep-alive", type=float, default=5)
     parser.add_argument("--heap-pad", type=int, default=None, metavar="SEED")
     args = parser.parse_args(argv)
 
     INFO["mode"] = args.mode
     http = args.http
-    if args.mode == "global":
+    if args.mode in ("global", "nofix"):
         import keepalive_guard
 
-        keepalive_guard.install()
+        keepalive_guard.install(fixes=None if args.mode == "global" else [])
     elif args.mode == "route":
         try:
             from keepalive_guard import protocols
@@ -266,6 +287,8 @@ def main(argv=None):
 
     import uvicorn
 
+    if args.mode == "passthrough":
+        pass_through(args.http)
     app = hello_app() if args.app == "hello" else fastapi_app()
     timeout = args.timeout_keep_alive
     config = uvicorn.Config(

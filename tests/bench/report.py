@@ -104,11 +104,16 @@ def render(results, targets):
         )
     )
     add("")
-    for rerun in meta.get("reruns", []):
+    reruns = meta.get("reruns", [])
+    for i, rerun in enumerate(reruns):
+        later = {section for other in reruns[i + 1 :] for section in other["sections"]}
+        owned = [section for section in rerun["sections"] if section not in later]
+        if not owned:  # every section it ran was re-run again since: its figures are gone
+            continue
         add(
             "Re-run later into the same results: {} — `{}` at {}, wheel sha256 `{}` from the tree "
             "at `{}`{}; load average {} at its start{}.".format(
-                ", ".join(rerun["sections"]),
+                ", ".join(owned),
                 rerun["command"],
                 rerun["started"],
                 rerun["wheel_sha256"][:16],
@@ -346,6 +351,7 @@ def render(results, targets):
             add("")
 
     _duet(results, add)
+    _duet(results, add, "decompose")
 
     # ---- memory
     rows = results.get("memory", [])
@@ -802,14 +808,56 @@ def _summary(results, add):
     add("")
 
 
-def _duet(results, add):
+_SIDE_BY_SIDE = {  # section: (heading, arms beside none)
+    "duet": ("Side by side on one CPU (duet rounds)", ("control", "global", "route")),
+    "decompose": (
+        "Where the cost comes from: the global patch taken apart, side by side",
+        ("control", "nofix", "passthrough", "global"),
+    ),
+}
+
+
+def _duet(results, add, section="duet"):
     """The side-by-side rounds: every arm served at once, under the same noise."""
-    rows = results.get("duet", [])
+    rows = results.get(section, [])
     if not rows:
         return
     cfg = results["meta"]["config"]
-    add("## Side by side on one CPU (duet rounds)")
+    heading, arms = _SIDE_BY_SIDE[section]
+    add("## " + heading)
     add("")
+    if section == "decompose":
+        add(
+            "Duet rounds as above ({} per case, keep-alive, hello app, asyncio), on the release "
+            "with the most fixes, with two more arms that take the global patch apart: "
+            "**nofix** loads and installs keepalive-guard as **global** does, with no fix "
+            "selected (nothing patched); **passthrough** loads no guard and puts uvicorn's own "
+            "`on_response_complete` behind a plain function that only calls it (the one call "
+            "layer the guard adds on that path). **global** minus **nofix** is then what the "
+            "fixes' steps cost, **nofix** what loading the package costs, and "
+            "**passthrough** what a wrapper alone costs.".format(
+                max(
+                    (len(d["pairs"]) for row in rows for d in row.get("loads", {}).values()),
+                    default=0,
+                ),
+            )
+        )
+        add("")
+    else:
+        _duet_intro(rows, cfg, add)
+    add(
+        "| uvicorn | http | loop | app | load | none rps | CPU share {} | ".format(
+            " / ".join(("none",) + arms)
+        )
+        + " | ".join("{0} rps ratio | {0} CPU/req ratio".format(a) for a in arms)
+        + " | errors |"
+    )
+    add("|---|---|---|---|---|---|---|" + "---|---|" * len(arms) + "---|")
+    _duet_rows(rows, arms, add)
+    add("")
+
+
+def _duet_intro(rows, cfg, add):
     add(
         "The same cases, measured the other way: in each round ({} per case) fresh servers "
         "for every arm run at once on the server CPU, each under its own wrk (same load, "
@@ -829,14 +877,9 @@ def _duet(results, add):
         )
     )
     add("")
-    arms = ("control", "global", "route")
-    add(
-        "| uvicorn | http | loop | app | load | none rps | CPU share none / control / global / "
-        "route | "
-        + " | ".join("{0} rps ratio | {0} CPU/req ratio".format(a) for a in arms)
-        + " | errors |"
-    )
-    add("|---|---|---|---|---|---|---|" + "---|---|" * len(arms) + "---|")
+
+
+def _duet_rows(rows, arms, add):
     for row in rows:
         head = "| {} | {} | {} | {} |".format(row["release"], row["http"], row["loop"], row["app"])
         if row.get("skipped"):
@@ -867,7 +910,6 @@ def _duet(results, add):
                     errors,
                 )
             )
-    add("")
 
 
 def _duet_verdicts(results, targets):

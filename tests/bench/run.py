@@ -44,6 +44,12 @@ Sections (``--only`` picks some):
                 on CPU 0, each under its own wrk on CPU 1 at the same time, so
                 that the machine's other work slows every arm alike (duet
                 benchmarking); the start order rotates each round.
+``decompose``   duet rounds on 0.12.2 (the release with the most fixes),
+                keep-alive, hello, asyncio, with the global patch taken apart:
+                ``nofix`` (the package installed, no fix selected) and
+                ``passthrough`` (no guard; uvicorn's on_response_complete
+                behind a plain function that calls it) beside none, control
+                and global.
 ``instructions``  instructions per request of the server, counted by
                 valgrind's callgrind, with its cache and branch-predictor
                 simulation (estimated cycles, mispredicted branches) and
@@ -109,6 +115,7 @@ ARMS = ("none", "global", "route")
 SECTIONS = (
     "throughput",
     "duet",
+    "decompose",
     "instructions",
     "memory",
     "retention",
@@ -127,6 +134,7 @@ FULL = {
     "loads": ("keepalive", "pipeline16"),
     "pairs": 5,
     "duet_rounds": 8,
+    "decompose_rounds": 16,
     "duration": 3,
     "warmup": 1,
     "connections": 64,
@@ -137,6 +145,7 @@ FULL = {
     "act_runs": 40,
     "hook_runs": 400,
     "hook_pythons": True,  # also count start-up instructions on every interpreter found
+    "hook_compared": True,  # also measure the COMPARED_HOOKS
     "micro_rounds": 7,
     "micro_number": 20000,
     "micro_requests": 2000,
@@ -155,15 +164,17 @@ QUICK = dict(
     apps=("hello",),
     pairs=2,
     duet_rounds=1,
+    decompose_rounds=1,
     duration=1,
     warmup=1,
-    mem_requests=20000,
+    mem_requests=10000,
     mem_pairs=1,
     ret_connections=100,
     ret_keepalive=1,
     act_runs=6,
     hook_runs=40,
     hook_pythons=False,
+    hook_compared=False,
     micro_rounds=3,
     micro_number=5000,
     micro_requests=300,
@@ -378,16 +389,16 @@ COMPARED_HOOKS = {
 }
 
 
-def build_hook_venvs(python, wheel, folder="."):
+def build_hook_venvs(python, wheel, hooks, folder="."):
     """Venvs on the same interpreter, made anew each run: ``hook-without``
     (nothing installed), ``hook-with`` (the wheel, which has no dependencies)
-    and one per ``COMPARED_HOOKS`` entry (its files only), each with its
+    and one per entry of ``hooks`` (its files only), each with its
     site-packages compiled to .pyc as pip's install does."""
     cache = bench_cache() / folder
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
     out = {}
-    for name in ["hook-without", "hook-with"] + ["hook-" + n for n in COMPARED_HOOKS]:
+    for name in ["hook-without", "hook-with"] + ["hook-" + n for n in hooks]:
         venv = cache / name
         shutil.rmtree(str(venv), ignore_errors=True)
         py = str(venv / "bin" / "python")
@@ -402,7 +413,7 @@ def build_hook_venvs(python, wheel, folder="."):
             pth = site / "keepalive_guard.pth"
             out["pth"] = str(pth)
             out["pth_text"] = pth.read_text()
-        compared = COMPARED_HOOKS.get(name[len("hook-") :])
+        compared = hooks.get(name[len("hook-") :])
         for filename, text in compared["files"] if compared else ():
             (site / filename).write_text((ROOT / filename).read_text() if text is None else text)
         run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
@@ -833,6 +844,11 @@ LOADS = {"keepalive": 1, "pipeline16": 16}
 # to ``none`` is what the method cannot tell apart from nothing.
 DUET_ARMS = ("none", "control", "global", "route")
 MODES = {"control": "none"}  # arm -> bench_server.py --mode, where they differ
+# The global patch taken apart, side by side: the package installed with no
+# fix selected, and uvicorn's on_response_complete behind a bare pass-through
+# function (a call layer, no guard), on the release with the most fixes.
+DECOMPOSE_ARMS = ("none", "control", "nofix", "passthrough", "global")
+DECOMPOSE_RELEASE = "0.12.2"
 
 
 def start_arms(py, http, loop, app, arms, **options):
@@ -956,25 +972,25 @@ def ab_session(py, http, loop, app, arms, loads, cfg, record_name, side_by_side=
 
 
 def section_throughput(cfg, envinfo, results, section="throughput"):
-    """The A/B pairs (``throughput``) or the side-by-side rounds (``duet``)."""
-    duet = section == "duet"
+    """The A/B pairs (``throughput``), the side-by-side rounds (``duet``), or
+    those rounds with the global patch taken apart (``decompose``: keep-alive,
+    hello, asyncio, on ``DECOMPOSE_RELEASE``)."""
+    side_by_side = section != "throughput"
+    arms = {"throughput": ARMS, "duet": DUET_ARMS, "decompose": DECOMPOSE_ARMS}[section]
+    loads, loops, apps, releases = cfg["loads"], cfg["loops"], cfg["apps"], cfg["releases"]
+    if section == "decompose":
+        cfg = dict(cfg, duet_rounds=cfg["decompose_rounds"])
+        loads, loops, apps = ("keepalive",), ("asyncio",), ("hello",)
+        releases = [r for r in releases if r == DECOMPOSE_RELEASE]
     rows = results.setdefault(section, [])
-    for release in cfg["releases"]:
+    for release in releases:
         py = envinfo["envs"][release]["python"]
         for http in cfg["impls"]:
-            for loop in cfg["loops"]:
-                for app in cfg["apps"]:
+            for loop in loops:
+                for app in apps:
                     log("{}: uvicorn {} {} {} {}".format(section, release, http, loop, app))
                     out = ab_session(
-                        py,
-                        http,
-                        loop,
-                        app,
-                        DUET_ARMS if duet else ARMS,
-                        cfg["loads"],
-                        cfg,
-                        release,
-                        side_by_side=duet,
+                        py, http, loop, app, arms, loads, cfg, release, side_by_side=side_by_side
                     )
                     out.update({"release": release, "http": http, "loop": loop, "app": app})
                     if out.get("skipped"):
@@ -1578,11 +1594,12 @@ def _paired(times, arm="with"):
 
 
 def section_hook(cfg, envinfo, results, python):
-    log("start-up hook: {} venvs, {} runs each".format(2 + len(COMPARED_HOOKS), cfg["hook_runs"]))
-    venvs = build_hook_venvs(python, envinfo["wheel"])
+    hooks = COMPARED_HOOKS if cfg["hook_compared"] else {}
+    log("start-up hook: {} venvs, {} runs each".format(2 + len(hooks), cfg["hook_runs"]))
+    venvs = build_hook_venvs(python, envinfo["wheel"], hooks)
     env = clean_env()
     runs = cfg["hook_runs"]
-    py, compared = hook_pythons(venvs)
+    py, compared = hook_pythons(venvs, hooks)
     bare = interleaved({k: [v, "-c", "pass"] for k, v in dict(py, **compared).items()}, runs, env)
     imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
     # The hook's own work in a fresh process, first time: python -S (no site, so the
@@ -1655,10 +1672,12 @@ def section_hook(cfg, envinfo, results, python):
     if cfg["hook_pythons"] and shutil.which("valgrind"):
         for minor, interp in interpreters.find_interpreters().items():
             log("  instructions of -c pass on Python {}".format(minor))
-            there = hook_pythons(build_hook_venvs(interp, envinfo["wheel"], "py" + minor))
+            there = hook_pythons(
+                build_hook_venvs(interp, envinfo["wheel"], hooks, "py" + minor), hooks
+            )
             by_python[minor] = startup_instructions(dict(there[0], **there[1]), env)
     summary = dict(_paired(bare))
-    for name, hook in COMPARED_HOOKS.items():
+    for name, hook in hooks.items():
         summary[name] = dict(
             _paired(bare, name),
             pth=hook["files"][0][1].strip(),
@@ -1666,7 +1685,7 @@ def section_hook(cfg, envinfo, results, python):
             stands_for=hook["stands_for"],
             instructions=counts and counts.pop(name) - counts["without"],
         )
-    summary["compared"] = list(COMPARED_HOOKS)
+    summary["compared"] = list(hooks)
     summary["instructions"] = counts
     summary["instructions_by_python"] = by_python
     summary["imports"] = _paired(imports)
@@ -1689,7 +1708,7 @@ def section_hook(cfg, envinfo, results, python):
             summary["median_paired_diff_ms"],
             "; ".join(
                 "{} {:+.3f} ms".format(hook["label"], summary[name]["median_paired_diff_ms"])
-                for name, hook in COMPARED_HOOKS.items()
+                for name, hook in hooks.items()
             ),
             summary["pth_first_exec_us"],
             ", ".join(summary["pth_first_exec_new_modules"] or []),
@@ -1698,10 +1717,10 @@ def section_hook(cfg, envinfo, results, python):
     save(results)
 
 
-def hook_pythons(venvs):
+def hook_pythons(venvs, hooks):
     """The interpreters of ``build_hook_venvs``: ({without, with}, {compared name: python})."""
     ours = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
-    return ours, {name: venvs["hook-" + name] for name in COMPARED_HOOKS}
+    return ours, {name: venvs["hook-" + name] for name in hooks}
 
 
 def startup_instructions(py, env):
@@ -1830,7 +1849,7 @@ def git_state():
 
 
 def run_section(section, cfg, envinfo, results, args):
-    if section in ("throughput", "duet"):
+    if section in ("throughput", "duet", "decompose"):
         section_throughput(cfg, envinfo, results, section)
     elif section == "instructions":
         section_instructions(cfg, envinfo, results)
