@@ -74,7 +74,7 @@ def _not_started(row, columns):
     return head + " |" * (columns - 3)
 
 
-def render(results, targets):
+def render(results, targets, json_name=None):
     meta = results["meta"]
     m = meta["machine"]
     cfg = meta["config"]
@@ -704,8 +704,8 @@ def render(results, targets):
             add("- {}: `{}`".format(err["section"], err["error"].strip().splitlines()[-1][:300]))
         add("")
     add(
-        "Raw data: results{}.json (every run, every pair, histograms summarised).".format(
-            "-quick" if meta.get("quick") else ""
+        "Raw data: {} (every run, every pair, histograms summarised).".format(
+            json_name or "results{}.json".format("-quick" if meta.get("quick") else "")
         )
     )
     add("")

@@ -1907,7 +1907,7 @@ def main(argv=None):
     )
     if args.render:
         results = json.loads(RESULTS_PATH.read_text())
-        md_path.write_text(report.render(results, TARGETS))
+        md_path.write_text(report.render(results, TARGETS, RESULTS_PATH.name))
         print(md_path)
         return 0
 
@@ -2023,7 +2023,7 @@ def main(argv=None):
         else:
             results["meta"]["quiet_wait"] = waits
         save(results)
-        md_path.write_text(report.render(results, TARGETS))
+        md_path.write_text(report.render(results, TARGETS, RESULTS_PATH.name))
         log("wrote {} and {} ({:.0f} s)".format(md_path, RESULTS_PATH, time.monotonic() - started))
         return 0
     finally:
