@@ -822,8 +822,10 @@ def _duet(results, add, section="duet"):
     rows = results.get(section, [])
     if not rows:
         return
-    cfg = results["meta"]["config"]
     heading, arms = _SIDE_BY_SIDE[section]
+    rounds = max(
+        (len(d["pairs"]) for row in rows for d in row.get("loads", {}).values()), default=0
+    )
     add("## " + heading)
     add("")
     if section == "decompose":
@@ -835,16 +837,11 @@ def _duet(results, add, section="duet"):
             "`on_response_complete` behind a plain function that only calls it (the one call "
             "layer the guard adds on that path). **global** minus **nofix** is then what the "
             "fixes' steps cost, **nofix** what loading the package costs, and "
-            "**passthrough** what a wrapper alone costs.".format(
-                max(
-                    (len(d["pairs"]) for row in rows for d in row.get("loads", {}).values()),
-                    default=0,
-                ),
-            )
+            "**passthrough** what a wrapper alone costs.".format(rounds)
         )
         add("")
     else:
-        _duet_intro(rows, cfg, add)
+        _duet_intro(rounds, results["meta"]["config"]["duration"], add)
     add(
         "| uvicorn | http | loop | app | load | none rps | CPU share {} | ".format(
             " / ".join(("none",) + arms)
@@ -857,7 +854,7 @@ def _duet(results, add, section="duet"):
     add("")
 
 
-def _duet_intro(rows, cfg, add):
+def _duet_intro(rounds, duration, add):
     add(
         "The same cases, measured the other way: in each round ({} per case) fresh servers "
         "for every arm run at once on the server CPU, each under its own wrk (same load, "
@@ -869,12 +866,7 @@ def _duet_intro(rows, cfg, add):
         "cannot tell from nothing. The order in which the servers start, and their wrk "
         "with them, rotates each round. Ratios: median [min–max] over the rounds; "
         "latency is left out, since a server waiting for its turn on the CPU sets "
-        "it.".format(
-            max(
-                (len(d["pairs"]) for row in rows for d in row.get("loads", {}).values()), default=0
-            ),
-            cfg["duration"],
-        )
+        "it.".format(rounds, duration)
     )
     add("")
 
@@ -919,7 +911,7 @@ def _duet_verdicts(results, targets):
         if row.get("skipped"):
             continue
         for load, data in row["loads"].items():
-            for arm in ("control", "global", "route"):
+            for arm in _SIDE_BY_SIDE["duet"][1]:
                 ratio = (data["summary"].get(arm) or {}).get("rps_ratio")
                 if not ratio:
                     continue
