@@ -22,10 +22,11 @@ into ``tests/bench/.work/dist``; one environment per uvicorn release with
 (``$KEEPALIVE_GUARD_BENCH_CACHE``, default ``~/.cache/keepalive-guard/bench-envs``,
 so that the extras never touch the test environments), then
 ``uv pip install fastapi uvloop`` into it (``uvloop<0.22`` for uvicorn <= 0.13.4,
-whose start-up breaks with newer uvloop).  More venvs for the start-up hook,
-made anew each run: without and with the wheel, and one per other hook it is
-compared with, on the benchmark's interpreter and (for instruction counts) on
-every interpreter found.  wrk is installed with apt-get if missing.
+whose start-up breaks with newer uvloop).  More environments for the start-up
+hook, made anew each run: without and with the wheel, and one per other hook
+it is compared with, each as a venv and as a stand-in for a system-wide
+install, on the benchmark's interpreter and (for instruction counts) on every
+interpreter found.  wrk is installed with apt-get if missing.
 
 Sections (``--only`` picks some):
 
@@ -70,8 +71,10 @@ Sections (``--only`` picks some):
 ``hook``        interpreter start-up, ``python -c pass``, with and without the
                 wheel (its keepalive_guard.pth) in two otherwise identical venvs,
                 and in one more per other start-up hook to compare with
-                (``COMPARED_HOOKS``); the same venvs on every interpreter found
-                (3.6-3.13) for the instruction counts alone.
+                (``COMPARED_HOOKS``); without and with the wheel again outside
+                a venv (a system-wide install's layout, where site.py reads a
+                .pth once, not twice); the same environments on every
+                interpreter found (3.6-3.13) for the instruction counts alone.
 ``micro``       per-call cost of the guard's wrappers on uvicorn's per-request
                 path (tests/bench/micro.py).
 
@@ -348,7 +351,7 @@ COMPARED_HOOKS = {
     "any-pth": {
         "label": "a .pth whose line does nothing",
         "stands_for": "what site.py costs to read a .pth file and run one line, whatever the "
-        "line does (twice in these venvs, whose lib64 links to lib)",
+        "line does (in a venv site.py reads every .pth twice: python/cpython#75723)",
         "files": (("hook_any.pth", "import os\n"),),
     },
     "floor": {
@@ -389,36 +392,77 @@ COMPARED_HOOKS = {
 }
 
 
-def build_hook_venvs(python, wheel, hooks, folder="."):
-    """Venvs on the same interpreter, made anew each run: ``hook-without``
-    (nothing installed), ``hook-with`` (the wheel, which has no dependencies)
-    and one per entry of ``hooks`` (its files only), each with its
-    site-packages compiled to .pyc as pip's install does."""
+def build_hook_envs(python, wheel, hooks, folder="."):
+    """Interpreter environments on one interpreter, made anew each run and
+    identical but for what their site-packages holds: ``without`` (nothing),
+    ``with`` (the wheel, which has no dependencies) and one per entry of
+    ``hooks`` (its files only), each compiled to .pyc as pip's install does.
+
+    In two layouts, ``venv`` (``uv venv``) and ``system`` (``system_prefix``):
+    site.py reads every .pth of a venv twice (python/cpython#75723), and a
+    system-wide or container-image install's once.  Returns
+    ``{"venv": {arm: python}, "system": {arm: python}, "pth": path, "pth_text": text,
+    "present": {layout: [.pth files]}}`` (the wheel's .pth, in the venv; the .pth
+    files an environment holds before anything is added, as uv's venvs on
+    3.6-3.9 hold its ``_virtualenv.pth``)."""
     cache = bench_cache() / folder
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
-    out = {}
-    for name in ["hook-without", "hook-with"] + ["hook-" + n for n in hooks]:
-        venv = cache / name
-        shutil.rmtree(str(venv), ignore_errors=True)
-        py = str(venv / "bin" / "python")
-        run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(venv)], 300)
-        site = Path(
-            run(
-                [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], 60
-            ).stdout.strip()
-        )
-        if name == "hook-with":
-            run(uv + ["pip", "install", "--python", py, str(wheel)], 600)
-            pth = site / "keepalive_guard.pth"
-            out["pth"] = str(pth)
-            out["pth_text"] = pth.read_text()
-        compared = hooks.get(name[len("hook-") :])
-        for filename, text in compared["files"] if compared else ():
-            (site / filename).write_text((ROOT / filename).read_text() if text is None else text)
-        run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
-        out[name] = py
+    out = {"venv": {}, "system": {}, "present": {}}
+    for layout in ("venv", "system"):
+        for arm in ["without", "with"] + list(hooks):
+            home = cache / "hook-{}-{}".format(layout, arm)
+            shutil.rmtree(str(home), ignore_errors=True)
+            if layout == "venv":
+                run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(home)], 300)
+                py = str(home / "bin" / "python")
+            else:
+                py = system_prefix(interp, home)
+            site = Path(
+                run(
+                    [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], 60
+                ).stdout.strip()
+            )
+            if arm == "without":
+                out["present"][layout] = sorted(path.name for path in site.glob("*.pth"))
+            if arm == "with":
+                run(uv + ["pip", "install", "--python", py, "--system", str(wheel)], 600)
+                if layout == "venv":
+                    out["pth"] = str(site / "keepalive_guard.pth")
+                    out["pth_text"] = (site / "keepalive_guard.pth").read_text()
+            for filename, text in hooks[arm]["files"] if arm in hooks else ():
+                (site / filename).write_text(
+                    (ROOT / filename).read_text() if text is None else text
+                )
+            run([py, "-m", "compileall", "-q", str(site)], 300, env=clean_env())
+            out[layout][arm] = py
     return out
+
+
+def system_prefix(interp, home):
+    """A stand-in for a system-wide install of ``interp`` at ``home``, whose
+    site-packages is its own and empty: the binary copied (it starts from
+    ``home``, so that is its prefix), every other entry of the installation's
+    ``lib`` (the shared libpython, the standard library's files) linked."""
+    binary, stdlib = run(
+        [
+            interp,
+            "-c",
+            "import os, sys, sysconfig; "
+            "print(os.path.realpath(sys.executable)); print(sysconfig.get_paths()['stdlib'])",
+        ],
+        60,
+    ).stdout.splitlines()
+    stdlib = Path(stdlib)
+    lib = home / "lib" / stdlib.name
+    (lib / "site-packages").mkdir(parents=True)
+    (home / "bin").mkdir()
+    shutil.copy2(binary, str(home / "bin" / "python"))
+    for src, dest in ((stdlib.parent, lib.parent), (stdlib, lib)):
+        for entry in src.iterdir():
+            if entry.name not in (stdlib.name, "site-packages"):
+                (dest / entry.name).symlink_to(entry)
+    return str(home / "bin" / "python")
 
 
 # ---------------------------------------------------------------------------
@@ -1581,31 +1625,38 @@ def interleaved(cmds, runs, env, warm=10):
     return times
 
 
-def _paired(times, arm="with"):
-    """``arm`` against ``without``, from interleaved runs: medians and the
+def _paired(times, arm="with", base="without"):
+    """``arm`` against ``base``, from interleaved runs: medians and the
     median of the run-by-run differences."""
-    diffs = [w - o for w, o in zip(times[arm], times["without"])]
+    diffs = [w - o for w, o in zip(times[arm], times[base])]
     return {
-        "without_median_ms": statistics.median(times["without"]),
+        "without_median_ms": statistics.median(times[base]),
         "with_median_ms": statistics.median(times[arm]),
-        "diff_of_medians_ms": statistics.median(times[arm]) - statistics.median(times["without"]),
+        "diff_of_medians_ms": statistics.median(times[arm]) - statistics.median(times[base]),
         "median_paired_diff_ms": statistics.median(diffs),
     }
 
 
 def section_hook(cfg, envinfo, results, python):
     hooks = COMPARED_HOOKS if cfg["hook_compared"] else {}
-    log("start-up hook: {} venvs, {} runs each".format(2 + len(hooks), cfg["hook_runs"]))
-    venvs = build_hook_venvs(python, envinfo["wheel"], hooks)
+    log(
+        "start-up hook: {} environments, {} runs each".format(
+            2 * (2 + len(hooks)), cfg["hook_runs"]
+        )
+    )
+    built = build_hook_envs(python, envinfo["wheel"], hooks)
     env = clean_env()
     runs = cfg["hook_runs"]
-    py, compared = hook_pythons(venvs, hooks)
-    bare = interleaved({k: [v, "-c", "pass"] for k, v in dict(py, **compared).items()}, runs, env)
-    imports = interleaved({k: [v, "-c", HOOK_IMPORTS] for k, v in py.items()}, runs // 2, env)
+    py = built["venv"]
+    arms = dict(py, **{"system-" + arm: built["system"][arm] for arm in ("without", "with")})
+    bare = interleaved({k: [v, "-c", "pass"] for k, v in arms.items()}, runs, env)
+    imports = interleaved(
+        {k: [py[k], "-c", HOOK_IMPORTS] for k in ("without", "with")}, runs // 2, env
+    )
     # The hook's own work in a fresh process, first time: python -S (no site, so the
     # .pth has not run), site-packages appended to sys.path, then exec(line) as
     # site.addpackage does, timed once per process.
-    site = str(Path(venvs["pth"]).parent)
+    site = str(Path(built["pth"]).parent)
     preload = [
         name
         for name in json.loads(
@@ -1628,84 +1679,57 @@ def section_hook(cfg, envinfo, results, python):
                 py["with"],
                 "-S",
                 "-c",
-                FIRST_EXEC.format(site=site, pth=venvs["pth"], preload=preload),
+                FIRST_EXEC.format(site=site, pth=built["pth"], preload=preload),
             ],
             60,
             env=env,
         )
         detail = ast.literal_eval(out.stdout.strip().splitlines()[-1])
         first.append(detail["us"])
-    hyper = None
-    if shutil.which("hyperfine"):
-        jpath = WORK / "hyperfine.json"
-        proc = run(
-            [
-                "hyperfine",
-                "-N",
-                "--warmup",
-                "10",
-                "--runs",
-                str(runs),
-                "--export-json",
-                str(jpath),
-                "{} -c pass".format(py["without"]),
-                "{} -c pass".format(py["with"]),
-            ],
-            timeout=900,
-            check=False,
-            env=env,
-        )
-        if proc.returncode == 0 and jpath.exists():
-            data = json.loads(jpath.read_text())
-            hyper = [
-                {
-                    "command": r["command"],
-                    "median_ms": r["median"] * 1e3,
-                    "mean_ms": r["mean"] * 1e3,
-                    "stddev_ms": r["stddev"] * 1e3,
-                }
-                for r in data["results"]
-            ]
-            jpath.unlink()
-    counts = startup_instructions(dict(py, **compared), env)
-    by_python = {}
+    counts = {layout: startup_instructions(built[layout], env) for layout in ("venv", "system")}
+    by_python = {"venv": {}, "system": {}}
     if cfg["hook_pythons"] and shutil.which("valgrind"):
         for minor, interp in interpreters.find_interpreters().items():
             log("  instructions of -c pass on Python {}".format(minor))
-            there = hook_pythons(
-                build_hook_venvs(interp, envinfo["wheel"], hooks, "py" + minor), hooks
-            )
-            by_python[minor] = startup_instructions(dict(there[0], **there[1]), env)
+            there = build_hook_envs(interp, envinfo["wheel"], hooks, "py" + minor)
+            for layout, counted in by_python.items():
+                counted[minor] = startup_instructions(there[layout], env)
+                counted[minor]["present"] = there["present"][layout]
     summary = dict(_paired(bare))
+    summary["system"] = _paired(bare, "system-with", "system-without")
     for name, hook in hooks.items():
         summary[name] = dict(
             _paired(bare, name),
             pth=hook["files"][0][1].strip(),
             label=hook["label"],
             stands_for=hook["stands_for"],
-            instructions=counts and counts.pop(name) - counts["without"],
+            instructions=_added(counts["venv"], name),
+            instructions_system=_added(counts["system"], name),
         )
     summary["compared"] = list(hooks)
-    summary["instructions"] = counts
-    summary["instructions_by_python"] = by_python
+    summary["present"] = built["present"]
+    summary["instructions"] = counts["venv"]
+    summary["instructions_system"] = counts["system"]
+    summary["instructions_by_python"] = by_python["venv"]
+    summary["instructions_by_python_system"] = by_python["system"]
     summary["imports"] = _paired(imports)
     summary["imports_command"] = HOOK_IMPORTS
     summary["pth_first_exec_us"] = statistics.median(first)
     summary["pth_first_exec_new_modules"] = detail["new_modules"] if detail else None
     summary["meta_path_after"] = detail["meta_path"] if detail else None
-    summary["hyperfine"] = hyper
     results["hook"] = {
         "runs": runs,
-        "venvs": venvs,
+        "envs": built,
         "summary": summary,
         "samples": {"pass": bare, "imports": imports, "first_exec_us": first},
     }
     log(
-        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; {}); "
-        ".pth line, first exec {:.0f} us, imports {}".format(
+        "  python -c pass: without {:.2f} ms, with {:.2f} ms (paired diff {:+.3f} ms; outside "
+        "a venv {:+.3f} ms; {}); .pth line, first exec {:.0f} us, imports {}".format(
             summary["without_median_ms"],
             summary["with_median_ms"],
             summary["median_paired_diff_ms"],
+            summary["system"]["median_paired_diff_ms"],
             "; ".join(
                 "{} {:+.3f} ms".format(hook["label"], summary[name]["median_paired_diff_ms"])
                 for name, hook in hooks.items()
@@ -1717,14 +1741,13 @@ def section_hook(cfg, envinfo, results, python):
     save(results)
 
 
-def hook_pythons(venvs, hooks):
-    """The interpreters of ``build_hook_venvs``: ({without, with}, {compared name: python})."""
-    ours = {"without": venvs["hook-without"], "with": venvs["hook-with"]}
-    return ours, {name: venvs["hook-" + name] for name in hooks}
+def _added(counts, arm):
+    """What ``arm`` adds to ``without``'s instruction count (None without valgrind)."""
+    return counts and counts[arm] - counts["without"]
 
 
 def startup_instructions(py, env):
-    """Instructions of ``python -c pass`` (start-up to exit) in each venv, by
+    """Instructions of ``python -c pass`` (start-up to exit) in each environment, by
     callgrind with a fixed hash seed: the same count on every run, so the
     hook's cost shows without the spawn-time noise.  None without valgrind."""
     if not shutil.which("valgrind"):
