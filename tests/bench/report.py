@@ -529,12 +529,11 @@ def render(results, targets, json_name=None):
         add("")
         add("| measure | without | with | difference |")
         add("|---|---|---|---|")
-        walls = [
+        for what, w in (
             ("`python -c pass` in a venv", s),
             ("`python -c pass` outside a venv", s.get("system")),
-        ]
-        walls.append(('`python -c "import asyncio, ..."` in a venv', s.get("imports")))
-        for what, w in walls:
+            ('`python -c "import asyncio, ..."` in a venv', s.get("imports")),
+        ):
             if w:
                 add(
                     "| {}, median | {:.2f} ms | {:.2f} ms | {:+.3f} ms (median of paired "

@@ -408,6 +408,15 @@ def build_hook_envs(python, wheel, hooks, folder="."):
     cache = bench_cache() / folder
     uv = envs.ensure_uv()
     interp = envs._resolve_python(python)["executable"]
+    installation = run(  # its binary and standard library, for system_prefix
+        [
+            interp,
+            "-c",
+            "import os, sys, sysconfig; "
+            "print(os.path.realpath(sys.executable)); print(sysconfig.get_paths()['stdlib'])",
+        ],
+        60,
+    ).stdout.splitlines()
     out = {"venv": {}, "system": {}, "present": {}}
     for layout in ("venv", "system"):
         for arm in ["without", "with"] + list(hooks):
@@ -417,7 +426,7 @@ def build_hook_envs(python, wheel, hooks, folder="."):
                 run(uv + ["venv", "--no-project", "--quiet", "--python", interp, str(home)], 300)
                 py = str(home / "bin" / "python")
             else:
-                py = system_prefix(interp, home)
+                py = system_prefix(installation, home)
             site = Path(
                 run(
                     [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], 60
@@ -439,21 +448,13 @@ def build_hook_envs(python, wheel, hooks, folder="."):
     return out
 
 
-def system_prefix(interp, home):
-    """A stand-in for a system-wide install of ``interp`` at ``home``, whose
-    site-packages is its own and empty: the binary copied (it starts from
+def system_prefix(installation, home):
+    """A stand-in at ``home`` for a system-wide install of the interpreter
+    whose binary and standard library are ``installation`` (two paths), with
+    a site-packages of its own, empty: the binary copied (it starts from
     ``home``, so that is its prefix), every other entry of the installation's
     ``lib`` (the shared libpython, the standard library's files) linked."""
-    binary, stdlib = run(
-        [
-            interp,
-            "-c",
-            "import os, sys, sysconfig; "
-            "print(os.path.realpath(sys.executable)); print(sysconfig.get_paths()['stdlib'])",
-        ],
-        60,
-    ).stdout.splitlines()
-    stdlib = Path(stdlib)
+    binary, stdlib = installation[0], Path(installation[1])
     lib = home / "lib" / stdlib.name
     (lib / "site-packages").mkdir(parents=True)
     (home / "bin").mkdir()
@@ -1707,7 +1708,6 @@ def section_hook(cfg, envinfo, results, python):
             instructions_system=_added(counts["system"], name),
         )
     summary["compared"] = list(hooks)
-    summary["present"] = built["present"]
     summary["instructions"] = counts["venv"]
     summary["instructions_system"] = counts["system"]
     summary["instructions_by_python"] = by_python["venv"]
