@@ -72,7 +72,7 @@ except ImportError:  # run as a script, or compat/ on sys.path
     import interpreters  # noqa: E402
 
 # Bump when the install recipes change: it is part of every environment key.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 
 RECIPES = ("plain", "no-deps", "pip", "pip-no-deps")
 
@@ -84,8 +84,12 @@ EXTRA_PACKAGES = ("h11", "httptools", "wsproto", "pytest", "gunicorn")
 # against both bases across the matrix.
 UVICORN_WORKER_FROM = (0, 30, 0)
 
-# Never installed by the no-deps recipe even when uvicorn requires them.
+# Never installed by the no-deps recipe even when uvicorn requires them ...
 SKIP_IN_NO_DEPS = {"httptools", "uvloop", "websockets"}
+
+# ... except websockets before 0.3.0, whose protocol modules import it at the
+# top (0.2.x has no wsproto_impl): without it neither implementation imports.
+WEBSOCKETS_REQUIRED_BEFORE = (0, 3, 0)
 
 # httptools series tried after uvicorn's own pin in the no-deps recipe, oldest
 # first: the first one that installs (a wheel or a successful build) wins.
@@ -102,7 +106,12 @@ HTTPTOOLS_FALLBACKS = (
 # (pinned by uvicorn <= 0.11.x) lacks; 1.0.0 works with h11 0.9.
 WSPROTO_FALLBACKS = ("wsproto<1.2", "wsproto<1.1")
 
-_WSPROTO_CHECK = "import wsproto\nfrom uvicorn.protocols.websockets import wsproto_impl\n"
+# uvicorn has wsproto_impl from 0.3.0; before, only the websockets library.
+_WSPROTO_CHECK = (
+    "import importlib.util, wsproto\n"
+    "if importlib.util.find_spec('uvicorn.protocols.websockets.wsproto_impl'):\n"
+    "    from uvicorn.protocols.websockets import wsproto_impl\n"
+)
 
 # Timeouts (seconds).
 T_VENV = 180
@@ -115,8 +124,14 @@ T_BUILD_WHEEL = 600
 
 VERIFY_SCRIPT = r"""
 import json, sys
+import importlib
 import uvicorn, h11, httptools, wsproto, keepalive_guard
-from uvicorn.protocols.http import h11_impl, httptools_impl
+# h11.py / httptools.py before 0.2.17, h11_impl.py / httptools_impl.py since
+for impl in ("h11", "httptools"):
+    try:
+        importlib.import_module("uvicorn.protocols.http.%s_impl" % impl)
+    except ImportError:
+        importlib.import_module("uvicorn.protocols.http." + impl)
 try:
     from importlib import metadata as md
 except ImportError:
@@ -145,8 +160,12 @@ for name in ("h11", "httptools", "wsproto", "pytest", "click", "keepalive-guard"
         versions[name] = v
 checks = {}
 try:
-    from uvicorn.protocols.websockets import wsproto_impl
-    checks["wsproto_impl"] = "ok"
+    import importlib.util
+    if importlib.util.find_spec("uvicorn.protocols.websockets.wsproto_impl") is None:
+        checks["wsproto_impl"] = "absent"  # before 0.3.0: websockets only
+    else:
+        from uvicorn.protocols.websockets import wsproto_impl
+        checks["wsproto_impl"] = "ok"
 except Exception as exc:
     checks["wsproto_impl"] = "%s: %s" % (type(exc).__name__, exc)
 print(json.dumps({"versions": versions, "checks": checks,
@@ -490,6 +509,11 @@ class _Builder:
                 return
         # Nothing better: leave whatever is installed; the import check decides.
 
+    def _skipped(self) -> set:
+        if interpreters.parse_release(self.uvicorn) < WEBSOCKETS_REQUIRED_BEFORE:
+            return SKIP_IN_NO_DEPS - {"websockets"}
+        return SKIP_IN_NO_DEPS
+
     def _requirements(self):
         """Unconditional Requires-Dist of the installed uvicorn (minus skipped
         names) and uvicorn's own httptools specifiers (any marker/extra)."""
@@ -511,7 +535,7 @@ class _Builder:
                 pin = spec.replace(" ", "")
                 if pin != "httptools" and pin not in httptools_pins:
                     httptools_pins.append(pin)
-            if "extra" in marker or name in SKIP_IN_NO_DEPS:
+            if "extra" in marker or name in self._skipped():
                 continue
             base.append(spec + (" ; " + marker.strip() if marker.strip() else ""))
         return base, httptools_pins
@@ -613,7 +637,7 @@ def build_env(
                 "uvicorn %s on Python %s: every recipe failed:\n%s"
                 % (uvicorn, pyinfo["version"], "\n\n".join(failures))
             )
-        if checked["checks"].get("wsproto_impl") != "ok":
+        if checked["checks"].get("wsproto_impl") not in ("ok", "absent"):
             builder.notes.append(
                 "uvicorn's wsproto_impl does not import: " + checked["checks"]["wsproto_impl"]
             )
