@@ -1,4 +1,10 @@
-"""The ASGI application every real-server test serves (ASGI 3, Python 3.6+).
+"""The ASGI application every real-server test serves (Python 3.6+).
+
+``app`` speaks ASGI 3; ``ASGI2App`` is the same application as ASGI 2
+(``ASGI2App(scope)`` is the instance, awaited with ``(receive, send)``),
+which is what uvicorn before 0.6.0 calls (its protocols call
+``app(scope)`` and it has no adapter; 0.6.x adapts an ASGI 3 app in
+``Config``, 0.7.0+ calls ASGI 3 and adapts ASGI 2).
 
 Routes (query ``s`` is a delay in seconds):
   GET  /              "ok"
@@ -158,10 +164,25 @@ async def app(scope, receive, send):
         await _respond(send, b"ok")
 
 
+class ASGI2App(object):
+    """``app`` as an ASGI 2 application, for releases that call ``app(scope)``."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        await app(self.scope, receive, send)
+
+
 def _guard_state():
     """Which uvicorn protocol classes carry keepalive-guard hooks in this process."""
     patched = {}
-    for name in ("uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.httptools_impl"):
+    for name in (
+        "uvicorn.protocols.http.h11_impl",
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.protocols.http.h11",  # before 0.2.17
+        "uvicorn.protocols.http.httptools",
+    ):
         module = sys.modules.get(name)
         for cls_name in ("H11Protocol", "HttpToolsProtocol"):
             cls = getattr(module, cls_name, None)
