@@ -8,6 +8,8 @@ method: earlier fixes wrap the original first.
 from collections import OrderedDict
 
 from . import (
+    a_early_disconnect,
+    b_receive_after_response,
     c_shared_message_event,
     d_stacked_timer,
     e2_timer_across_upgrade,
@@ -18,6 +20,8 @@ from .base import Fix
 CATALOGUE = OrderedDict(
     (fix.id, fix)
     for fix in (
+        a_early_disconnect.FIX,
+        b_receive_after_response.FIX,
         c_shared_message_event.FIX,
         d_stacked_timer.FIX,
         e_timer_during_request.FIX,

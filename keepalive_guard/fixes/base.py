@@ -49,7 +49,8 @@ class Fix(object):
     ``broken`` maps an implementation name to the releases that lack the fix,
     ``(first broken, first fixed)`` (the range includes the first and excludes
     the second), or to None where the bug does not exist there;
-    ``not_applicable`` then says why.  ``hooks(impl, version)`` and
+    ``not_applicable`` then says why.  ``absent``: why releases before the
+    first broken one cannot have the bug (the code it is in came later).  ``hooks(impl, version)`` and
     ``inspects(impl, version)`` (the methods whose code must be recognised
     before the hooks are safe) are version-aware.
     """
@@ -63,10 +64,12 @@ class Fix(object):
         hooks: "Callable[[str, Release], Tuple]",
         inspects: "Callable[[str, Release], Tuple[str, ...]]",
         not_applicable: "Optional[Dict[str, str]]" = None,
+        absent: "Optional[str]" = None,
     ) -> None:
         self.id = id
         self.summary = summary
         self.upstream = upstream
+        self.spans = broken
         self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
         self.broken = {
             impl: ((release(span[0]), release(span[1])) if span else None)
@@ -75,6 +78,7 @@ class Fix(object):
         self.hooks = hooks
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
+        self.absent = absent
 
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
         """True if ``version`` lacks the fix, False if it has it, None if n/a."""

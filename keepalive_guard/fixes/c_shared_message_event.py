@@ -112,4 +112,5 @@ FIX = Fix(
     broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
     hooks=_hooks,
     inspects=_inspects,
+    absent="0.2.0-0.2.20 have no message_event handed to every request (it came in 0.2.21)",
 )

@@ -11,8 +11,19 @@ E's step cancels a pending timer before it arms one, which is D's work, so
 D's check runs only before the original.  What each step fixes, why,
 and for which releases: the fix's own module.  Without a lingering
 ``receive()``, C and D cost an attribute read or two.
+
+E's stand-in writes out the original of 0.3.32 and later (it counts the
+request in ``server_state``).  Older originals differ (the counter is
+``self.state["total_requests"]`` to 0.3.25 and ``global_state`` in
+0.3.26-0.3.31; httptools 0.2.21-0.3.2 start a queued request with a
+response timeout of their own), so there E runs as upstream's fix does:
+the original, then the timer cancelled if a request started.  Which one is
+decided once, when the wrapper is built, from the original's code; the
+steps then wrap that.  (E2 on 0.2.21-0.2.22, whose upgrade is a module
+function, not a method, is the same step for an upgrade: see its module.)
 """
 
+import types
 from typing import Callable, FrozenSet
 
 from .c_shared_message_event import isolate_next, reroute
@@ -21,9 +32,46 @@ from .timers import cancel_keepalive
 
 def wrap(impl: str, original: Callable, fixes: "FrozenSet[str]") -> Callable:
     """``original`` with the steps of the selected ``fixes`` around it."""
-    return (_h11 if impl == "h11" else _httptools)(
-        original, "C" in fixes, "D" in fixes, "E" in fixes
-    )
+    e, e2 = "E" in fixes, "E2" in fixes
+    if (e or e2) and not stands_in(original):
+        if impl == "h11":
+            original = _h11_then_cancel(original, e, e2)
+        elif e:
+            original = _httptools_then_cancel(original)
+        e = False
+    return (_h11 if impl == "h11" else _httptools)(original, "C" in fixes, "D" in fixes, e)
+
+
+def stands_in(original: Callable) -> bool:
+    """Whether E's stand-in does what ``original`` does: uvicorn's own function
+    that counts the request in ``server_state`` (0.3.32 and later)."""
+    return isinstance(original, types.FunctionType) and "server_state" in original.__code__.co_names
+
+
+def _h11_then_cancel(original: Callable, e: bool, e2: bool) -> Callable:
+    """The original, then no timer if a request (E) or an upgrade (E2) started."""
+
+    def on_response_complete(self):
+        cycle = self.cycle
+        result = original(self)
+        if (e and self.cycle is not cycle) or (e2 and self.scope["type"] == "websocket"):
+            cancel_keepalive(self)
+        return result
+
+    return on_response_complete
+
+
+def _httptools_then_cancel(original: Callable) -> Callable:
+    """The original, then no timer if it started a queued request."""
+
+    def on_response_complete(self):
+        waiting = len(self.pipeline)
+        result = original(self)
+        if len(self.pipeline) < waiting:
+            cancel_keepalive(self)
+        return result
+
+    return on_response_complete
 
 
 def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:

@@ -15,6 +15,7 @@ from typing import Tuple
 
 from ..implementations import Release
 from .base import CompletionHook, Fix
+from .timers import NO_TIMER
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
@@ -35,4 +36,5 @@ FIX = Fix(
     broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
     hooks=_hooks,
     inspects=_inspects,
+    absent=NO_TIMER,
 )

@@ -8,20 +8,28 @@ The E fix cancels the timer after the WebSocket-upgrade early return of
 timer armed and ``timeout_keep_alive_handler`` later raises
 ``LocalProtocolError``.  Upstream moved the cancel to the top of the request
 branch; we cancel on entry to the upgrade method, which that branch calls
-before anything else can happen to the connection.
+before anything else can happen to the connection.  In 0.2.21-0.2.22 the
+upgrade is a function of the websockets module (``websocket_upgrade(self)``,
+the HTTP protocol serving the WebSocket itself), not a method: there the step
+is in ``on_response_complete`` (``completion.py``), cancelling the timer once
+the request it started turned out to be an upgrade.
 """
 
 from typing import Callable, Tuple
 
 from ..implementations import Release, release
-from .base import PROTOCOL, Fix, MethodHook
-from .timers import cancel_keepalive
+from .base import PROTOCOL, CompletionHook, Fix, MethodHook
+from .timers import NO_TIMER, cancel_keepalive
 
+_METHOD = release("0.3.0")
 _RENAMED = release("0.19.0")
 
 
 def upgrade_method(version: Release) -> str:
-    """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since."""
+    """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since;
+    before 0.3.0 the module function ``websocket_upgrade(self)``: ''."""
+    if version < _METHOD:
+        return ""
     return "handle_upgrade" if version < _RENAMED else "handle_websocket_upgrade"
 
 
@@ -34,14 +42,16 @@ def _cancel_before(original: Callable) -> Callable:
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
-    return (MethodHook(PROTOCOL, upgrade_method(version), _cancel_before),)
+    method = upgrade_method(version)
+    if not method:
+        return (CompletionHook(impl),)
+    return (MethodHook(PROTOCOL, method, _cancel_before),)
 
 
 def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return (
-        "H11Protocol.on_response_complete",
-        "H11Protocol.handle_events",
-        "H11Protocol." + upgrade_method(version),
+    method = upgrade_method(version)
+    return ("H11Protocol.on_response_complete", "H11Protocol.handle_events") + (
+        ("H11Protocol." + method,) if method else ()
     )
 
 
@@ -53,4 +63,5 @@ FIX = Fix(
     hooks=_hooks,
     inspects=_inspects,
     not_applicable={"httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"},
+    absent=NO_TIMER,
 )

@@ -38,6 +38,7 @@ from typing import Tuple
 
 from ..implementations import Release
 from .base import CompletionHook, Fix
+from .timers import NO_TIMER
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
@@ -69,4 +70,5 @@ FIX = Fix(
     broken={"h11": ("0.2.21", "0.27.1"), "httptools": ("0.2.21", "0.27.1")},
     hooks=_hooks,
     inspects=_inspects,
+    absent=NO_TIMER,
 )

@@ -1,5 +1,8 @@
 """The keep-alive timer helper every timer fix shares."""
 
+#: Why a timer bug cannot exist before 0.2.21.
+NO_TIMER = "0.2.0-0.2.20 have no keep-alive timer (timeout_keep_alive came in 0.2.21)"
+
 
 def cancel_keepalive(protocol: object) -> None:
     """Cancel the protocol's pending keep-alive timer, if any.
