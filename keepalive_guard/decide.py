@@ -15,7 +15,14 @@ from . import patcher
 from .fingerprint import function_fingerprint, studied_releases
 from .fixes import CATALOGUE
 from .fixes.base import Fix
-from .implementations import NEWEST_KNOWN, OLDEST_KNOWN, Implementation, parse_version, release
+from .implementations import (
+    NEWEST_KNOWN,
+    OLDEST_KNOWN,
+    Implementation,
+    parse_version,
+    release,
+    uvicorn_version_text,
+)
 from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, FixStatus
 
 
@@ -85,8 +92,7 @@ def _check_code(
 
 def plan(impl: Implementation, module: object, selection: "Tuple[str, ...]") -> Plan:
     """What each fix in the catalogue should do to ``module``."""
-    uvicorn = sys.modules.get("uvicorn")
-    version_text = str(getattr(uvicorn, "__version__", "unknown"))
+    version_text = uvicorn_version_text() or "unknown"
     version = parse_version(version_text)
     result = Plan(version_text, impl.classes(module))
     studied = _Studied()
@@ -113,6 +119,10 @@ def _decide(fix, impl, classes, version, version_text, selection, studied) -> "T
             "uvicorn {} is outside the releases this build knows ({} to {})".format(
                 version_text, OLDEST_KNOWN, NEWEST_KNOWN
             ),
+        )
+    if version < fix.broken[impl.name][0]:
+        return NOT_APPLICABLE, fix.absent or "the bug came in {}".format(
+            fix.spans[impl.name][0]
         )
     if not fix.is_broken(impl.name, version):
         return FIXED_UPSTREAM, "fixed upstream in {}".format(fix.first_fixed[impl.name])

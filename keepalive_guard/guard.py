@@ -68,7 +68,8 @@ def install(fixes: config.Selection = None, strict: bool = False) -> Report:
             _reconfigure(selection, strict)
         if not _state.hooks_registered:
             for impl in IMPLEMENTATIONS:
-                _keepalive_guard_boot.when_imported(impl.module, _on_import)
+                for name in impl.modules:
+                    _keepalive_guard_boot.when_imported(name, _on_import)
             _state.hooks_registered = True
     return status(import_modules=False)
 
@@ -139,7 +140,7 @@ def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
 
 def _on_import(module: object) -> None:
     """Post-import hook: patch a uvicorn protocol module as it loads."""
-    impl = next(i for i in IMPLEMENTATIONS if i.module == getattr(module, "__name__", None))
+    impl = next(i for i in IMPLEMENTATIONS if getattr(module, "__name__", None) in i.modules)
     with _lock:
         if not _state.installed or impl.name in _state.applied:
             return

@@ -19,33 +19,44 @@ H11 = "h11"
 HTTPTOOLS = "httptools"
 
 #: The releases this build of keepalive-guard has studied (inclusive).
-OLDEST_KNOWN = "0.11.0"
+OLDEST_KNOWN = "0.2.0"
 NEWEST_KNOWN = "0.54.0"
 
 
 class Implementation(object):
     """One of uvicorn's HTTP/1.1 implementations."""
 
-    def __init__(self, name: str, module: str, protocol: str, library: str) -> None:
+    def __init__(self, name: str, modules: "Tuple[str, ...]", protocol: str, library: str) -> None:
         self.name = name
-        self.module = module
+        self.modules = modules
+        self.module = modules[0]
         self.protocol_name = protocol
         self.cycle_name = "RequestResponseCycle"
         self.library = library
 
     def loaded_module(self) -> "Optional[object]":
         """The module if it has finished importing, else None (never imports)."""
-        module = sys.modules.get(self.module)
-        if module is None or not hasattr(module, self.cycle_name):
-            return None
-        return module
+        for name in self.modules:
+            module = sys.modules.get(name)
+            if module is not None and hasattr(module, self.cycle_name):
+                return module
+        return None
 
     def import_module(self) -> "Tuple[Optional[object], Optional[str]]":
         """Import the module; return (module, None) or (None, why it failed)."""
-        try:
-            return importlib.import_module(self.module), None
-        except ImportError as exc:
-            return None, "{} cannot be imported ({})".format(self.module, exc)
+        why = ""
+        for name in self.modules:
+            try:
+                return importlib.import_module(name), None
+            except ImportError as exc:
+                missing = getattr(exc, "name", None)
+                if missing is not None and name.startswith(missing):
+                    continue  # this release names the module otherwise
+                why = str(exc)
+                break
+        return None, "{} cannot be imported ({})".format(
+            self.module, why or "no module of that name"
+        )
 
     def classes(self, module: object) -> "Dict[str, type]":
         """The patched classes by role, ``protocol`` and ``cycle``."""
@@ -56,9 +67,17 @@ class Implementation(object):
 
 
 IMPLEMENTATIONS = (
-    Implementation(H11, "uvicorn.protocols.http.h11_impl", "H11Protocol", "h11"),
     Implementation(
-        HTTPTOOLS, "uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol", "httptools"
+        H11,
+        ("uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.h11"),
+        "H11Protocol",
+        "h11",
+    ),
+    Implementation(
+        HTTPTOOLS,
+        ("uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.http.httptools"),
+        "HttpToolsProtocol",
+        "httptools",
     ),
 )
 
@@ -86,6 +105,29 @@ def distribution_version(module_name: str) -> "Optional[str]":
         return metadata_version(module_name)
     except Exception:  # no importlib.metadata (3.6, 3.7) or no metadata found
         return "unknown"
+
+
+def uvicorn_version_text() -> "Optional[str]":
+    """``uvicorn.__version__``, or while ``uvicorn/__init__`` is still running
+    (0.2.x import their protocol modules from it, before ``__version__`` is
+    set) the ``uvicorn-X.dist-info`` / ``.egg-info`` beside the package."""
+    import os
+
+    module = sys.modules.get("uvicorn")
+    version = getattr(module, "__version__", None)
+    if version is not None or module is None:
+        return None if version is None else str(version)
+    site = os.path.dirname(os.path.dirname(getattr(module, "__file__", None) or ""))
+    try:
+        names = os.listdir(site or ".")
+    except OSError:
+        return None
+    found = [
+        name[len("uvicorn-") : name.rindex(".")].split("-")[0]  # -0.2.5.dist-info, -0.2.5-py3.6.egg-info
+        for name in names
+        if name.startswith("uvicorn-") and name.endswith((".dist-info", ".egg-info"))
+    ]
+    return found[0] if len(found) == 1 else None
 
 
 def parse_version(text: "Optional[str]") -> "Optional[Release]":
