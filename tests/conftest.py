@@ -15,11 +15,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from packaging.version import Version  # noqa: E402
 
 FIRST_FIXED = {
+    "A": {"h11": "0.2.6", "httptools": "0.2.6"},
+    "B": {"h11": "0.3.27", "httptools": "0.3.27"},
     "C": {"h11": "0.12.3", "httptools": "0.12.3"},
     "D": {"h11": "0.12.3", "httptools": "0.12.3"},
     "E": {"h11": "0.27.1", "httptools": "0.27.1"},
     "E2": {"h11": "0.53.0", "httptools": None},
 }
+
+
+#: The first release with each bug (BUGS.md): A from the oldest release in
+#: scope, the rest from 0.2.21 (no keep-alive timer or message_event before).
+FIRST_BROKEN = dict({"A": "0.2.0"}, **{bug: "0.2.21" for bug in ("B", "C", "D", "E", "E2")})
 
 
 def uvicorn_version():
@@ -31,7 +38,9 @@ def uvicorn_version():
 def has_bug(bug, http):
     """True if the installed release has ``bug`` on ``http`` (BUGS.md)."""
     first_fixed = FIRST_FIXED[bug][http]
-    return first_fixed is not None and uvicorn_version() < Version(first_fixed)
+    return first_fixed is not None and (
+        Version(FIRST_BROKEN[bug]) <= uvicorn_version() < Version(first_fixed)
+    )
 
 
 def any_bug(http):

@@ -14,7 +14,13 @@ Routes (query ``s`` is a delay in seconds):
                       receive() until http.disconnect (bug C); with a
                       token, when each happened is kept for /listening
   GET  /listening?token=  {"sent": t, "told": t} (time.monotonic()) of
-                      that /listen: its response sent, its listener told
+                      that /listen or /after: its response sent, its
+                      listener told
+  GET  /after?token=  answers, then calls receive() once (bug B); kept for
+                      /listening as /listen is
+  GET  /drip?token=&s= a body of 30 chunks s seconds apart; stops at the
+                      first send() that raises (bug A); {"done": t} kept
+                      for /listening
   ANY  /echo?s=       sleeps, reads the whole body, answers with a
                       description of the request (bug C, differential)
   GET  /stream        a streamed (chunked) response in several parts
@@ -117,6 +123,28 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.05)
         await _respond(send, b"listening")
         record.setdefault("sent", time.monotonic())
+    elif path == "/after":
+        await _read_body(receive)
+        record = _listeners.setdefault(_query(scope, "token"), {})
+        await _respond(send, b"after")
+        record["sent"] = time.monotonic()
+        try:
+            await receive()
+        finally:  # 0.2.x h11 raises instead (no receive() after the response)
+            record["told"] = time.monotonic()
+    elif path == "/drip":
+        await _read_body(receive)
+        record = _listeners.setdefault(_query(scope, "token"), {})
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(30):
+                await send({"type": "http.response.body", "body": b"x" * 64, "more_body": True})
+                await asyncio.sleep(delay)
+            await send({"type": "http.response.body", "body": b""})
+        except Exception:  # the client left: a release that raises here (h11 in ERROR, 0.28.0)
+            pass
+        finally:
+            record["told"] = time.monotonic()
     elif path == "/listening":
         await _read_body(receive)
         token = _query(scope, "token")

@@ -75,6 +75,10 @@ class Client(object):
         data, self.buf = self.buf[:size], self.buf[size:]
         return data
 
+    def read_head(self, timeout=5.0):
+        """The next response's status line and headers, raw, or None."""
+        return self._read_until(b"\r\n\r\n", time.monotonic() + timeout)
+
     def read_response(self, timeout=5.0, head_request=False):
         """The next response (skipping 1xx), or None if none arrives in time."""
         deadline = time.monotonic() + timeout

@@ -23,7 +23,14 @@ class Scenario(object):
     """One way to make a bug show; ``connection(server)`` is True if it did."""
 
     def __init__(
-        self, bug, name, connection, implementations=("h11", "httptools"), ws=False, log_marker=None
+        self,
+        bug,
+        name,
+        connection,
+        implementations=("h11", "httptools"),
+        ws=False,
+        log_marker=None,
+        concurrent=True,
     ):
         self.bug = bug
         self.name = name
@@ -31,21 +38,70 @@ class Scenario(object):
         self.implementations = implementations
         self.ws = ws
         self.log_marker = log_marker
+        self.concurrent = concurrent
         self.doc = (connection.__doc__ or "").strip().splitlines()[0]
 
     def count(self, server, runs=RUNS):
         """How many of ``runs`` concurrent connections showed the bug.
 
         With ``log_marker`` (a compiled pattern) the bug shows in the server's
-        log, not on the wire: the count is the number of new matches.
+        log, not on the wire: the count is the number of new matches.  Not
+        ``concurrent``: one connection after another (a connection that
+        reads the log itself can then tell its own lines).
         """
         before = self._logged(server)
-        with ThreadPoolExecutor(max_workers=runs) as pool:
+        with ThreadPoolExecutor(max_workers=runs if self.concurrent else 1) as pool:
             showed = sum(pool.map(lambda _: bool(self.connection(server)), range(runs)))
         return self._logged(server) - before if self.log_marker else showed
 
     def _logged(self, server):
         return len(self.log_marker.findall(server.log())) if self.log_marker else 0
+
+
+#: h11: "Exception in callback ..._call_connection_lost" (LocalProtocolError);
+#: httptools: asyncio's warning for writes to a closed transport.
+EARLY_DISCONNECT_ERRORS = re.compile(
+    r"Exception in callback [^\n]*connection_lost|socket\.send\(\) raised exception"
+)
+
+
+def _record(server, token, timeout):
+    """The app's /listening record for ``token`` once it has "told", or what it has then."""
+    with server.client() as probe:
+        deadline = time.monotonic() + timeout
+        while True:
+            probe.send(get("/listening?token=" + token))
+            answer = probe.read_response(timeout=5)
+            assert answer is not None, "GET /listening failed"
+            record = json.loads(answer.body.decode())
+            if "told" in record or time.monotonic() > deadline:
+                return record
+            time.sleep(0.05)
+
+
+def a_disconnect_mid_response(server):
+    """A: the client leaves in the middle of a streamed response; the server logs errors."""
+    token = os.urandom(8).hex()
+    before = len(EARLY_DISCONNECT_ERRORS.findall(server.log()))
+    with server.client() as client:
+        client.send(get("/drip?s=0.02&token=" + token))
+        head = client.read_head(timeout=5)
+        assert head is not None and b" 200 " in head, "GET /drip failed"
+    record = _record(server, token, timeout=5)  # the app has sent (or tried) every chunk
+    assert "told" in record, "GET /drip never finished"
+    return len(EARLY_DISCONNECT_ERRORS.findall(server.log())) > before
+
+
+def b_receive_after_response_waits(server):
+    """B: receive() called after the response returns only when the keep-alive close happens."""
+    token = os.urandom(8).hex()
+    with server.client() as client:
+        client.send(get("/after?token=" + token))
+        response = client.read_response(timeout=5)
+        assert response is not None and response.body == b"after", "GET /after failed"
+        client.wait_closed(timeout=TIMEOUT * 3)  # idle on keep-alive (0.2.x: never closes)
+    record = _record(server, token, timeout=TIMEOUT * 3)
+    return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
 
 
 def c_post_body_hangs(server):
@@ -80,16 +136,7 @@ def c_pipelined_listener_not_told(server):
         client.send(get("/sleep?s=0") + get("/listen?token=" + token) + get("/sleep?s=0"))
         responses = [client.read_response(timeout=5) for _ in range(3)]
         assert all(r is not None for r in responses), "pipelined responses missing"
-        with server.client() as probe:
-            deadline = time.monotonic() + TIMEOUT * 3
-            while True:
-                probe.send(get("/listening?token=" + token))
-                answer = probe.read_response(timeout=5)
-                assert answer is not None, "GET /listening failed"
-                record = json.loads(answer.body.decode())
-                if "told" in record or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+        record = _record(server, token, timeout=TIMEOUT * 3)
     return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
 
 
@@ -141,6 +188,13 @@ def e2_websocket_behind_request(server):
 
 
 SCENARIOS = (
+    Scenario(
+        "A",
+        "disconnect mid-response",
+        a_disconnect_mid_response,
+        concurrent=False,
+    ),
+    Scenario("B", "receive() after the response", b_receive_after_response_waits),
     Scenario("C", "lingering receive()", c_post_body_hangs),
     Scenario(
         "C", "pipelined body signal", c_pipelined_body_signal_eaten, implementations=("httptools",)
