@@ -72,7 +72,7 @@ except ImportError:  # run as a script, or compat/ on sys.path
     import interpreters  # noqa: E402
 
 # Bump when the install recipes change: it is part of every environment key.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 
 RECIPES = ("plain", "no-deps", "pip", "pip-no-deps")
 
@@ -107,6 +107,13 @@ HTTPTOOLS_FALLBACKS = (
 WSPROTO_FALLBACKS = ("wsproto<1.2", "wsproto<1.1")
 
 # uvicorn has wsproto_impl from 0.3.0; before, only the websockets library.
+# uvicorn 0.3.0-0.4.4 drive wsproto's first API (``WSConnection(conn_type=...)``,
+# gone in wsproto 0.13): they get wsproto 0.12, which pins h11 0.8, as users
+# had then.  The import check below cannot see this: the call fails at the
+# first WebSocket upgrade.
+OLD_WSPROTO_API = ((0, 3, 0), (0, 4, 5))
+OLD_WSPROTO = ("wsproto<0.13", "h11<0.9")
+
 _WSPROTO_CHECK = (
     "import importlib.util, wsproto\n"
     "if importlib.util.find_spec('uvicorn.protocols.websockets.wsproto_impl'):\n"
@@ -483,7 +490,12 @@ class _Builder:
 
     def fix_wsproto(self, tool: str) -> None:
         """If wsproto (or uvicorn's wsproto_impl) does not import against the
-        installed h11, step down to an older wsproto, keeping h11 as it is."""
+        installed h11, step down to an older wsproto, keeping h11 as it is;
+        the releases of OLD_WSPROTO_API get OLD_WSPROTO."""
+        first_new, first_newer = OLD_WSPROTO_API
+        if first_new <= interpreters.parse_release(self.uvicorn) < first_newer:
+            _check(self._install(tool, list(OLD_WSPROTO)), "%s install %s" % (tool, OLD_WSPROTO))
+            self.notes.append("wsproto's first API: " + ", ".join(OLD_WSPROTO))
         first = _run([self.py, "-I", "-c", _WSPROTO_CHECK], timeout=T_VERIFY, cwd=self.venv)
         if first.returncode == 0:
             return

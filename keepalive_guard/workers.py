@@ -6,8 +6,10 @@
 Subclasses of the ``uvicorn-worker`` package's workers when it is installed,
 else of ``uvicorn.workers`` (deprecated upstream since uvicorn 0.30).  Each
 keeps its base's settings and swaps the ``http`` entry of ``CONFIG_KWARGS``
-(merged last into ``Config`` on every release) for the guarded class of the
-same implementation; uvicorn's own classes are not touched.
+(merged last into ``Config`` from 0.4.0) for the guarded class of the same
+implementation; before 0.4.0 the workers name their protocol class in
+``protocol_class`` (0.2.0-0.3.32), which is swapped the same way.  uvicorn's
+own classes are not touched.
 """
 
 from . import protocols
@@ -39,16 +41,40 @@ class _GuardedKwargs(object):
         return self.kwargs
 
 
-class UvicornWorker(_BaseWorker):
-    """The base ``UvicornWorker`` with keepalive-guard's fixes."""
+class _GuardedProtocolClass(object):
+    """``base.protocol_class`` (0.2.0-0.3.32) as the guarded class of its
+    implementation, built when a worker first reads it."""
 
-    CONFIG_KWARGS = _GuardedKwargs(_BaseWorker)
+    def __init__(self, base: type) -> None:
+        self.base = base
+        self.cls = None
+
+    def __get__(self, instance: object, owner: type) -> type:
+        if self.cls is None:
+            self.cls = getattr(protocols, self.base.protocol_class.__name__)
+        return self.cls
 
 
-class UvicornH11Worker(_BaseH11Worker):
-    """The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes."""
+def _guarded(base: type) -> dict:
+    """The class attribute that makes a subclass of ``base`` serve guarded."""
+    if hasattr(base, "CONFIG_KWARGS"):
+        return {"CONFIG_KWARGS": _GuardedKwargs(base)}
+    return {"protocol_class": _GuardedProtocolClass(base)}
 
-    CONFIG_KWARGS = _GuardedKwargs(_BaseH11Worker)
+
+UvicornWorker = type(
+    "UvicornWorker",
+    (_BaseWorker,),
+    dict(_guarded(_BaseWorker), __doc__="The base ``UvicornWorker`` with keepalive-guard's fixes."),
+)
+UvicornH11Worker = type(
+    "UvicornH11Worker",
+    (_BaseH11Worker,),
+    dict(
+        _guarded(_BaseH11Worker),
+        __doc__="The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes.",
+    ),
+)
 
 
 __all__ = ["UvicornH11Worker", "UvicornWorker"]

@@ -48,6 +48,27 @@ def any_bug(http):
     return any(has_bug(bug, http) for bug in FIRST_FIXED)
 
 
+def protocol_module(impl):
+    """uvicorn's ``impl`` module: ``h11_impl`` / ``httptools_impl`` from 0.2.17,
+    ``h11`` / ``httptools`` before; None if it cannot be imported here."""
+    import importlib
+
+    for name in ("uvicorn.protocols.http.{}_impl", "uvicorn.protocols.http.{}"):
+        try:
+            return importlib.import_module(name.format(impl))
+        except ImportError as exc:
+            if not name.format(impl).startswith(getattr(exc, "name", None) or "-"):
+                return None  # the module exists but does not import here
+    return None
+
+
+def expected_state(fix, http):
+    """The guard's state for ``fix`` on ``http`` by the oracle, once the module is loaded."""
+    if FIRST_FIXED[fix][http] is None or uvicorn_version() < Version(FIRST_BROKEN[fix]):
+        return "not applicable"
+    return "applied" if has_bug(fix, http) else "fixed upstream"
+
+
 def _importable(name):
     try:
         __import__(name)

@@ -408,11 +408,11 @@ def loop_usable(loop):
 
 
 def _with_asyncio(cls, name):
-    return type(
-        name,
-        (cls,),
-        {"__module__": __name__, "CONFIG_KWARGS": dict(cls.CONFIG_KWARGS, loop="asyncio")},
-    )
+    if hasattr(cls, "CONFIG_KWARGS"):
+        asyncio_loop = {"CONFIG_KWARGS": dict(cls.CONFIG_KWARGS, loop="asyncio")}
+    else:  # 0.2.0-0.3.32: the loop is a class attribute of the worker
+        asyncio_loop = {"loop": "asyncio"}
+    return type(name, (cls,), dict(asyncio_loop, __module__=__name__))
 
 
 try:

@@ -18,12 +18,12 @@ import sysconfig
 import warnings
 
 import pytest
-from conftest import FIRST_FIXED, IMPLEMENTATIONS, has_bug
+from conftest import FIRST_FIXED, IMPLEMENTATIONS, expected_state
 from harness import Server
 
 from keepalive_guard.verify.scenarios import SCENARIOS, TIMEOUT
 
-FIXES = ("C", "D", "E", "E2")
+FIXES = tuple(FIRST_FIXED)
 IMPLS = ("h11", "httptools")
 RUN_TIMEOUT = 90  # seconds per subprocess; they normally take well under one
 
@@ -36,24 +36,33 @@ INSTALL_HINT = (
 PRELUDE = r'''
 import json, sys
 
+# h11.py / httptools.py before uvicorn 0.2.17, h11_impl.py / httptools_impl.py since
 _MODULES = {
-    "h11": ("uvicorn.protocols.http.h11_impl", "H11Protocol"),
-    "httptools": ("uvicorn.protocols.http.httptools_impl", "HttpToolsProtocol"),
+    "h11": ("uvicorn.protocols.http.h11_impl", "uvicorn.protocols.http.h11", "H11Protocol"),
+    "httptools": (
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.protocols.http.httptools",
+        "HttpToolsProtocol",
+    ),
 }
 
 
 def import_protocols():
-    import uvicorn.protocols.http.h11_impl  # noqa: F401
-    try:
-        import uvicorn.protocols.http.httptools_impl  # noqa: F401
-    except ImportError:
-        pass
+    import importlib
+    import importlib.util
+
+    for impl, (new, old, _) in sorted(_MODULES.items()):
+        try:
+            importlib.import_module(new if importlib.util.find_spec(new) else old)
+        except ImportError:
+            if impl == "h11":
+                raise
 
 
 def classes():
     out = []
-    for impl, (name, protocol) in sorted(_MODULES.items()):
-        module = sys.modules.get(name)
+    for impl, (new, old, protocol) in sorted(_MODULES.items()):
+        module = sys.modules.get(new) or sys.modules.get(old)
         if module is not None and hasattr(module, "RequestResponseCycle"):
             out += [(impl, getattr(module, protocol)), (impl, module.RequestResponseCycle)]
     return out
@@ -101,9 +110,7 @@ def emit(key, value):
 
 
 def expected(fix, impl):
-    if impl not in IMPLEMENTATIONS or FIRST_FIXED[fix][impl] is None:
-        return "not applicable"
-    return "applied" if has_bug(fix, impl) else "fixed upstream"
+    return expected_state(fix, impl) if impl in IMPLEMENTATIONS else "not applicable"
 
 
 EXPECTED = {"{}/{}".format(fix, impl): expected(fix, impl) for fix in FIXES for impl in IMPLS}
