@@ -98,9 +98,16 @@ def guard():
 def test_catalogue_and_error_type():
     assert tuple(keepalive_guard.FIX_IDS) == FIXES
     assert issubclass(KeepaliveGuardError, ValueError)
-    # The oracle's premise: ``cycle`` is an instance attribute in uvicorn.
+    # The oracle's premise: ``cycle`` is an instance attribute in uvicorn
+    # (a slot, with a member descriptor on the class, in 0.2.0-0.2.20 httptools).
     for cls, before in PRISTINE:
-        assert "cycle" not in before, cls
+        assert "cycle" not in before or _is_slot(cls, "cycle"), cls
+
+
+def _is_slot(cls, name):
+    return name in getattr(cls, "__slots__", ()) and type(cls.__dict__[name]).__name__ == (
+        "member_descriptor"
+    )
 
 
 # --- install / status -------------------------------------------------------
@@ -181,7 +188,7 @@ def test_uninstall_restores_every_original_exactly(guard):
     guard.uninstall()
     assert differences(PRISTINE) == []
     for cls, _ in PRISTINE:
-        assert "cycle" not in cls.__dict__
+        assert "cycle" not in cls.__dict__ or _is_slot(cls, "cycle")
 
 
 def test_install_uninstall_cycles(guard):
@@ -198,7 +205,7 @@ def test_install_uninstall_cycles(guard):
 def test_install_twice_is_idempotent(guard):
     guard.install()
     once = snapshot()
-    for again in (None, "all", "e2, d, C, e", ["C", "D", "E", "E2"]):
+    for again in (None, "all", "e2, d, C, e, b, A", ["A", "B", "C", "D", "E", "E2"]):
         report = guard.install(fixes=again)
         assert differences(once) == [], again
         assert states(report) == expected_states()
@@ -219,11 +226,12 @@ def test_uninstall_twice(guard):
     "fixes, selected",
     [
         ("C,D", ("C", "D")),
-        ("-E2", ("C", "D", "E")),
+        ("-E2", ("A", "B", "C", "D", "E")),
         (["E"], ("E",)),
         ("e2 c", ("C", "E2")),
-        ("ALL,-c,-D", ("E", "E2")),
+        ("ALL,-c,-D", ("A", "B", "E", "E2")),
         (("d",), ("D",)),
+        ("b,a", ("A", "B")),
     ],
 )
 def test_fix_selection(guard, fixes, selected):
@@ -306,9 +314,19 @@ def _foreign_on_response_complete(self):  # a "distro patch" of uvicorn
     pass
 
 
+# The fixes that rely on on_response_complete (C, D and E hook it; E2 reads it);
+# A and B work on connection_lost and the cycle's send() and receive().
+_COMPLETION_FIXES = ("C", "D", "E", "E2")
+
+
 def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="keepalive_guard")
-    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", _foreign_on_response_complete)
+    monkeypatch.setattr(
+        h11_impl.H11Protocol,
+        "on_response_complete",
+        _foreign_on_response_complete,
+        raising=False,  # 0.2.0-0.2.20 have none: then no fix relies on it
+    )
     modified = snapshot()
     report = guard.install()
     got = states(report)
@@ -316,8 +334,7 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
     warnings = [
         r for r in caplog.records if r.name == "keepalive_guard" and r.levelno == logging.WARNING
     ]
-    # every fix relies on on_response_complete (C, D and E hook it; E2 reads it)
-    timer_fixes = [fix for fix in FIXES if has_bug(fix, "h11")]
+    timer_fixes = [fix for fix in _COMPLETION_FIXES if has_bug(fix, "h11")]
     for fix in FIXES:
         for impl in IMPLS:
             if impl == "h11" and fix in timer_fixes:
@@ -330,10 +347,10 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
                 ), fix
             else:
                 assert got[fix, impl] == expected(fix, impl), (fix, impl)
-    if not timer_fixes:
+    if not any(has_bug(fix, "h11") for fix in FIXES):
         # every fix is upstream in this release: nothing to recognise, no warning
         for fix in FIXES:
-            assert got[fix, "h11"] == "fixed upstream"
+            assert got[fix, "h11"] == expected(fix, "h11")
         assert warnings == []
     assert len(warnings) == len(timer_fixes)
     assert {s.fix for s in report.problems if s.implementation == "h11"} == set(timer_fixes)
@@ -343,7 +360,9 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
 def test_unrecognised_method_strict(guard, monkeypatch, how):
-    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", _foreign_on_response_complete)
+    monkeypatch.setattr(
+        h11_impl.H11Protocol, "on_response_complete", _foreign_on_response_complete, raising=False
+    )
     modified = snapshot()
     kwargs = {"strict": True} if how == "argument" else {}
     if how == "environment":
@@ -358,7 +377,7 @@ def test_unrecognised_method_strict(guard, monkeypatch, how):
         report = guard.install(**kwargs)
         assert report.strict is True
         for fix in ("D", "E", "E2"):
-            assert report.get(fix, "h11").state == "fixed upstream"
+            assert report.get(fix, "h11").state == expected(fix, "h11")
 
 
 def _foreign_httptools_on_response_complete(self):
@@ -377,6 +396,7 @@ def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
         httptools_impl.HttpToolsProtocol,
         "on_response_complete",
         _foreign_httptools_on_response_complete,
+        raising=False,
     )
     if any(has_bug(fix, "httptools") for fix in ("C", "D", "E")):
         with pytest.raises(KeepaliveGuardError) as info:
@@ -405,7 +425,7 @@ def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
     """A method our fixes inspect is patched by others: strict re-install fails, changes nothing."""
     guard.install()
     ours, report_before = snapshot(), states(guard.status())
-    monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", _foreign_handle_events)
+    monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", _foreign_handle_events, raising=False)
     if not _H11_EVENT_FIXES:
         assert guard.install(strict=True).strict is True
         return
@@ -415,7 +435,7 @@ def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
     assert states(guard.status()) == report_before
 
 
-@pytest.mark.parametrize("version", ["0.99.0", "0.10.0", "not-a-version"])
+@pytest.mark.parametrize("version", ["0.99.0", "0.1.1", "not-a-version"])
 def test_unknown_uvicorn_version(guard, monkeypatch, caplog, version):
     caplog.set_level(logging.INFO, logger="keepalive_guard")
     monkeypatch.setattr(uvicorn, "__version__", version)
@@ -456,10 +476,10 @@ def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch
 
 def test_a_method_that_is_not_a_function_is_unrecognised(guard, monkeypatch):
     # e.g. a C-accelerated replacement: nothing to fingerprint, so nothing to trust
-    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", len)
+    monkeypatch.setattr(h11_impl.H11Protocol, "on_response_complete", len, raising=False)
     modified = snapshot()
     report = guard.install()
-    for fix in FIXES:
+    for fix in _COMPLETION_FIXES:
         if has_bug(fix, "h11"):
             s = report.get(fix, "h11")
             assert s.state == "unrecognised", s
@@ -474,7 +494,9 @@ def test_fingerprint_table_lookup():
     with open_table() as f:
         table = f.read().decode("ascii")
     releases = table.split("\nreleases ", 1)[1].split("\n", 1)[0].split()
-    assert releases[0] == "0.11.0" and releases[-1] == "0.54.0" and "0.17.0" not in releases
+    # 0.2.0 and 0.2.1 cannot be studied: their sdists do not build (no README.md)
+    assert releases[0] in ("0.2.0", "0.2.2") and releases[-1] == "0.54.0"
+    assert "0.17.0" not in releases
     lines = [x for x in table.splitlines() if x.startswith("h11 H11Protocol.handle_events ")]
     assert len(lines) > 1  # the look-up must pick its own line, not the first of its method
     for line in lines:
