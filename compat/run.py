@@ -34,6 +34,11 @@ import interpreters  # noqa: E402
 #: One release per code family, the boundary releases on both sides of each
 #: upstream fix, and the oldest Pythons users are stuck on (3.6, 3.7).
 QUICK = (
+    ("0.2.5", "3.6"),
+    ("0.2.6", "3.6"),
+    ("0.3.26", "3.6"),
+    ("0.3.27", "3.6"),
+    ("0.10.9", "3.11"),
     ("0.11.0", "3.6"),
     ("0.16.0", "3.6"),
     ("0.12.2", "3.11"),
