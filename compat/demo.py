@@ -1,7 +1,9 @@
 """The main job: watch uvicorn's keep-alive bugs happen, then not happen.
 
     python3 compat/demo.py                    # uvicorn 0.12.2 (C, D, E, E2)
-    python3 compat/demo.py --uvicorn 0.27.0   # any release from 0.11.0 to 0.54.0
+    python3 compat/demo.py --uvicorn 0.27.0   # any release from 0.2.2 to 0.54.0
+    python3 compat/demo.py --uvicorn 0.3.26   # B, C, D, E, E2
+    python3 compat/demo.py --uvicorn 0.2.5    # A
     python3 compat/demo.py --uvicorn 0.16.0 --python 3.6
 
 Builds (or reuses) a uv environment with that uvicorn release, h11,

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 from ..config import parse_fixes
 from ..fixes import CATALOGUE
-from ..implementations import IMPLEMENTATIONS, distribution_version, parse_version
+from ..implementations import IMPLEMENTATIONS, distribution_version, parse_version, release
 from .scenarios import RUNS, SCENARIOS, TIMEOUT
 from .server import Server
 
@@ -76,6 +76,8 @@ def plan_rows(fixes: str) -> "List[Dict[str, object]]":
                 row["why"] = "{} is not installed".format(http)
             elif broken is None:
                 row["why"] = fix.not_applicable.get(http, "bug not present")
+            elif version < release(fix.spans[http][0]):
+                row["why"] = fix.absent or "the bug came in {}".format(fix.spans[http][0])
             elif not broken:
                 row["why"] = "fixed upstream in {}".format(fix.first_fixed[http])
             elif scenario.ws and ws is None:
