@@ -22,6 +22,8 @@ import threading
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
 from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
+from .fixes.a_early_disconnect import CYCLE
+from .fixes.base import PROTOCOL, MethodHook
 from .report import UNRECOGNISED, log_decision
 
 
@@ -59,11 +61,65 @@ def guarded_class(
             "keepalive_guard_status": plan.statuses,
         },
     )
-    patcher.apply_all(patcher.build(plan.hooks, dict(plan.classes, protocol=cls)))
+    protocol_hooks = [(fix, hook) for fix, hook in plan.hooks if hook.role != CYCLE]
+    cycle_hooks = [(fix, hook) for fix, hook in plan.hooks if hook.role == CYCLE]
+    patches = patcher.build(protocol_hooks, dict(plan.classes, protocol=cls))
+    if cycle_hooks:
+        patches += _guarded_cycles(plan, cls, cycle_hooks)
+    patcher.apply_all(patches)
     log_decision(
         "{} for uvicorn {} ({})".format(cls.__name__, plan.version_text, impl.name), plan.statuses
     )
     return cls
+
+
+def _guarded_cycles(plan: "decide.Plan", cls: type, hooks: list) -> list:
+    """Patches that give ``cls``'s requests a guarded subclass of uvicorn's cycle.
+
+    A (0.2.0-0.2.5) and B (0.2.21-0.3.26) hook the cycle's ``send`` and
+    ``receive``; uvicorn's own cycle class must stay untouched, and the
+    protocol makes its cycles from the module global.  So the hooks go on a
+    subclass (``__slots__ = ()``: same layout, also where 0.2.0-0.2.20
+    httptools cycles use slots), and the one protocol method that makes
+    cycles (the one naming ``RequestResponseCycle``: h11 ``data_received`` to
+    0.2.6, then ``handle_events``; httptools ``on_headers_complete``) switches
+    each new cycle to it before its task first runs.
+    """
+    base_cycle = plan.classes[CYCLE]
+    guarded_cycle = type(
+        "Guarded" + base_cycle.__name__, (base_cycle,), {"__module__": __name__, "__slots__": ()}
+    )
+    makers = [
+        name
+        for name, value in vars(plan.classes["protocol"]).items()
+        if base_cycle.__name__ in getattr(getattr(value, "__code__", None), "co_names", ())
+    ]
+    if len(makers) != 1:
+        raise KeepaliveGuardError(
+            "uvicorn {}: {} cannot carry {} (the method making requests is not known: {}); "
+            "use keepalive_guard.install() instead".format(
+                plan.version_text,
+                cls.__name__,
+                ", ".join(sorted(set(fix for fix, _ in hooks))),
+                ", ".join(makers) or "none",
+            )
+        )
+
+    def switch_new_cycle(original):
+        def make(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            cycle = self.cycle
+            if type(cycle) is base_cycle:
+                cycle.__class__ = guarded_cycle
+            return result
+
+        return make
+
+    fixes = tuple(sorted(set(fix for fix, _ in hooks)))
+    return patcher.build(hooks, {CYCLE: guarded_cycle}) + patcher.build(
+        [(fix, MethodHook(PROTOCOL, makers[0], switch_new_cycle)) for fix in fixes[:1]],
+        {PROTOCOL: cls},
+    )
 
 
 class _Unavailable(object):
