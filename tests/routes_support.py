@@ -407,6 +407,16 @@ def loop_usable(loop):
     return True
 
 
+def worker_setting(cls, name):
+    """A uvicorn worker class's ``loop`` or ``http`` ("auto", "h11", "httptools"):
+    from CONFIG_KWARGS (0.4.0+), else from its class attributes (0.2.0-0.3.32)."""
+    if hasattr(cls, "CONFIG_KWARGS"):
+        return cls.CONFIG_KWARGS.get(name, "auto")
+    if name == "loop":
+        return cls.loop
+    return "h11" if "H11" in cls.protocol_class.__name__ else "httptools"
+
+
 def _with_asyncio(cls, name):
     if hasattr(cls, "CONFIG_KWARGS"):
         asyncio_loop = {"CONFIG_KWARGS": dict(cls.CONFIG_KWARGS, loop="asyncio")}

@@ -30,7 +30,15 @@ import sys
 import textwrap
 
 import pytest
-from conftest import FIRST_FIXED, IMPLEMENTATIONS, any_bug, has_bug, uvicorn_version
+from conftest import (
+    FIRST_FIXED,
+    IMPLEMENTATIONS,
+    any_bug,
+    expected_state,
+    has_bug,
+    protocol_module,
+    uvicorn_version,
+)
 from harness import Server
 from packaging.version import Version
 from routes_support import (
@@ -42,13 +50,27 @@ from routes_support import (
     run_command,
     run_probes,
     worker_path,
+    worker_setting,
 )
 
 from keepalive_guard.verify.scenarios import SCENARIOS, TIMEOUT
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-APP = "keepalive_guard.verify.app:app"
-FIXES = ("C", "D", "E", "E2")
+#: releases before 0.6.0 call ASGI 2 applications and adapt nothing
+APP = "keepalive_guard.verify.app:" + (
+    "app" if uvicorn_version() >= Version("0.6.0") else "ASGI2App"
+)
+FIXES = tuple(FIRST_FIXED)
+#: What the release can have (README's route table): a keep-alive timer and
+#: --timeout-keep-alive from 0.2.21; uvicorn.config (Config(http=<class>),
+#: uvicorn.run(app, http=<class>), the --http names) from 0.3.26; --lifespan
+#: from 0.4.0; --workers and --reload from 0.5.0; ``python -m uvicorn`` from 0.9.1.
+HAS_TIMER = uvicorn_version() >= Version("0.2.21")
+HAS_CONFIG = uvicorn_version() >= Version("0.3.26")
+HAS_CHILDREN = uvicorn_version() >= Version("0.5.0")
+NO_CONFIG = "uvicorn {} has no uvicorn.config (from 0.3.26)".format(uvicorn_version())
+NO_CHILDREN = "uvicorn {} has no --workers / --reload (from 0.5.0)".format(uvicorn_version())
+NO_TIMER = "uvicorn {} has no --timeout-keep-alive (from 0.2.21)".format(uvicorn_version())
 NAMES = ("guarded", "guarded-h11", "guarded-httptools")
 CLASSES = ("H11Protocol", "HttpToolsProtocol", "AutoHTTPProtocol")
 CLASS_IMPL = {"H11Protocol": "h11", "HttpToolsProtocol": "httptools"}
@@ -72,18 +94,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def proof(impl):
-    """The scenario whose bug an unguarded ``impl`` server of this release shows, or None."""
-    if has_bug("E", impl):
-        return E_SCENARIO
-    if impl in E2_SCENARIO.implementations and has_bug("E2", impl):
-        return E2_SCENARIO
+    """The scenario whose bug an unguarded ``impl`` server of this release shows, or None
+    (E first, then E2, then B and A on the releases before 0.3.27)."""
+    for scenario in [E_SCENARIO, E2_SCENARIO] + [s for s in SCENARIOS if s.bug in ("B", "A")]:
+        if impl in scenario.implementations and has_bug(scenario.bug, impl):
+            return scenario
     return None
-
-
-def expected_state(fix, impl):
-    if has_bug(fix, impl):
-        return "applied"
-    return "not applicable" if FIRST_FIXED[fix][impl] is None else "fixed upstream"
 
 
 def state_errors(fixes, impls):
@@ -143,25 +159,35 @@ def uvicorn_argv(*extra):
     """``python -m uvicorn`` with the suite's settings; the port comes last."""
 
     def argv(port):
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            APP,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--loop",
-            "asyncio",
-            "--lifespan",
-            "off",
-            "--timeout-keep-alive",
-            "1",
-            "--no-access-log",
-        ] + list(extra)
+        return (
+            UVICORN
+            + [APP, "--host", "127.0.0.1", "--port", str(port), "--loop", "asyncio"]
+            + LIFESPAN_OFF
+            + TIMER_ARGS
+            + QUIET
+            + list(extra)
+        )
 
     return argv
+
+
+#: ``python -m uvicorn`` from 0.9.1; before, uvicorn.main's click command
+UVICORN = [sys.executable] + (
+    ["-m", "uvicorn"]
+    if uvicorn_version() >= Version("0.9.1")
+    else ["-c", "import sys; from uvicorn.main import main; sys.argv[0] = 'uvicorn'; main()"]
+)
+#: --lifespan from 0.4.0; --disable-lifespan before (from 0.3.2x), nothing before that
+LIFESPAN_OFF = (
+    ["--lifespan", "off"]
+    if uvicorn_version() >= Version("0.4.0")
+    else ["--disable-lifespan"]
+    if HAS_CONFIG
+    else []
+)
+#: --timeout-keep-alive from 0.2.21, --no-access-log from 0.3.3
+TIMER_ARGS = ["--timeout-keep-alive", "1"] if HAS_TIMER else []
+QUIET = ["--no-access-log"] if uvicorn_version() >= Version("0.3.3") else []
 
 
 def wrapper_argv(*extra):
@@ -196,6 +222,9 @@ def assert_ran(result, want_pids=1):
         want_pids, info
     )
     low, high = KEEPALIVE_RANGE
+    if not HAS_TIMER:  # 0.2.0-0.2.20: no keep-alive timer, connections stay open
+        assert result["keepalive"] is None, info
+        return
     assert result["keepalive"] is not None and low <= result["keepalive"] < high, (
         "keep-alive timeout is not {} s, so the proof would mean nothing\n{}".format(TIMEOUT, info)
     )
@@ -319,13 +348,9 @@ def test_guarded_class_decisions(name):
     statuses = [s.as_dict() for s in cls.keepalive_guard_status]
     assert {s["implementation"] for s in statuses} == {impl}
     assert state_errors(statuses, [impl]) == []
-    import uvicorn.protocols.http.h11_impl as h11_impl
-
-    base = h11_impl.H11Protocol
+    base = protocol_module("h11").H11Protocol
     if impl == "httptools":
-        import uvicorn.protocols.http.httptools_impl as httptools_impl
-
-        base = httptools_impl.HttpToolsProtocol
+        base = protocol_module("httptools").HttpToolsProtocol
     assert cls.__mro__[1] is base  # (that base stays untouched: test_guarded_class_in_config)
 
 
@@ -428,7 +453,7 @@ IMPORT_STRING_OK = uvicorn_version() >= Version("0.36.0")
 @pytest.fixture(scope="module")
 def cli_results(workdir):
     specs = {}
-    for name in NAMES:
+    for name in NAMES if HAS_CONFIG else ():
         scenario = proof(NAME_IMPL[name])
         specs[name] = (
             cli_server(name, uvicorn_argv("--http", name, *ws_args(scenario)), workdir),
@@ -455,8 +480,14 @@ def cli_results(workdir):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_cli_http_name(cli_results, name):
-    """``uvicorn app --http guarded[-h11|-httptools]``: the guarded class serves, fixed."""
+def test_cli_http_name(cli_results, workdir, name):
+    """``uvicorn app --http guarded[-h11|-httptools]``: the guarded class serves, fixed;
+    refused (a click.Choice without the names) where there is no uvicorn.config."""
+    if not HAS_CONFIG:
+        argv = uvicorn_argv("--http", name)(1)
+        status, out, err = run_command(argv, env=clean_env(), cwd=workdir, timeout=60)
+        assert status == 2 and re.search(r"Invalid value for .--http.", err), (status, err)
+        return
     result = cli_results[name]
     assert_ran(result)
     assert list(result["states"]) == [result["pid"]], describe(result)
@@ -498,18 +529,20 @@ def test_cli_http_import_string(cli_results, workdir):
 def test_cli_help_lists_names(workdir):
     """``python -m uvicorn --help`` lists the three names under --http."""
     status, out, err = run_command(
-        [sys.executable, "-m", "uvicorn", "--help"], env=clean_env(), cwd=workdir, timeout=60
+        UVICORN + ["--help"], env=clean_env(), cwd=workdir, timeout=60
     )
     assert status == 0, err
     match = re.search(r"^\s*--http\s+(\S+)", out, re.MULTILINE)
     assert match, out
     choices = match.group(1).strip("[]").split("|")
     for name in NAMES:
-        assert name in choices, match.group(0)
+        assert (name in choices) == HAS_CONFIG, match.group(0)
 
 
 def test_http_protocols_registry():
     """The start-up hook registered the names in uvicorn.config.HTTP_PROTOCOLS (this process)."""
+    if not HAS_CONFIG:
+        pytest.skip(NO_CONFIG)
     import uvicorn.config
 
     assert uvicorn.config.HTTP_PROTOCOLS["guarded"] == "keepalive_guard.protocols:AutoHTTPProtocol"
@@ -534,12 +567,12 @@ def _gunicorn_classes(variant):
 
     guarded = getattr(workers, variant)
     base = guarded.__mro__[1]
-    if not loop_usable(base.CONFIG_KWARGS.get("loop")):
+    if not loop_usable(worker_setting(base, "loop")):
         # uvicorn 0.11-0.12's UvicornWorker demands uvloop, absent here: the
         # same classes with loop="asyncio"
         guarded = routes_support.GuardedUvicornWorkerAsyncio
         base = routes_support.BaseUvicornWorkerAsyncio
-    impl = base.CONFIG_KWARGS.get("http", "auto")
+    impl = worker_setting(base, "http")
     return guarded, base, AUTO if impl == "auto" else impl
 
 
@@ -631,6 +664,10 @@ def test_gunicorn_worker_classes(variant):
     assert base.__name__ == variant
     want = {"auto": protocols.AutoHTTPProtocol, "h11": protocols.H11Protocol}
     want["httptools"] = protocols.HttpToolsProtocol
+    if not hasattr(base, "CONFIG_KWARGS"):  # 0.2.0-0.3.32: the worker names its class
+        assert guarded.protocol_class is want[worker_setting(base, "http")]
+        assert guarded.loop == base.loop and "CONFIG_KWARGS" not in vars(guarded)
+        return
     base_kwargs = dict(base.CONFIG_KWARGS)
     assert guarded.CONFIG_KWARGS["http"] is want[base_kwargs.pop("http", "auto")]
     assert {k: v for k, v in guarded.CONFIG_KWARGS.items() if k != "http"} == base_kwargs
@@ -688,6 +725,8 @@ def _guarded_name():
 
 @pytest.fixture(scope="module")
 def workers_results(workdir):
+    if not HAS_CHILDREN:
+        pytest.skip(NO_CHILDREN)
     scenario, args = _route_args()
     launcher = os.path.join(workdir, "launch_install.py")
     with open(launcher, "w") as handle:
@@ -754,6 +793,8 @@ def test_workers_bare_install_does_not_reach_children(workers_results):
 
 @pytest.fixture(scope="module")
 def reload_results(workdir, tmp_path_factory):
+    if not HAS_CHILDREN:
+        pytest.skip(NO_CHILDREN)
     scenario, args = _route_args()
     specs = {}
     for how in ("env", "guarded"):
