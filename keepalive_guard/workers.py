@@ -12,6 +12,8 @@ implementation; before 0.4.0 the workers name their protocol class in
 own classes are not touched.
 """
 
+import sys
+
 from . import protocols
 
 try:
@@ -20,6 +22,29 @@ try:
 except ImportError:
     from uvicorn.workers import UvicornH11Worker as _BaseH11Worker
     from uvicorn.workers import UvicornWorker as _BaseWorker
+
+def _cannot_start(base: type) -> str:
+    """Why ``base`` cannot serve at all, or ''.
+
+    uvicorn 0.3.26 and 0.3.27's ``create_servers`` builds a ``Config`` that
+    ``uvicorn.workers`` never imports (NameError in every worker; 0.3.28
+    imports it): no subclass can serve there.
+    """
+    code = getattr(getattr(base, "create_servers", None), "__code__", None)
+    module = sys.modules.get(base.__module__)
+    if code is not None and "Config" in code.co_names and not hasattr(module, "Config"):
+        return (
+            "uvicorn {}'s gunicorn worker cannot start: {}.create_servers() uses Config, "
+            "which uvicorn.workers does not import (fixed in 0.3.28); serve with "
+            "KEEPALIVE_GUARD=1 uvicorn ... or keepalive-guard run -- uvicorn ... instead".format(
+                getattr(sys.modules.get("uvicorn"), "__version__", "?"), base.__name__
+            )
+        )
+    return ""
+
+
+if _cannot_start(_BaseWorker):
+    raise ImportError(_cannot_start(_BaseWorker))
 
 _GUARDED = {"auto": "AutoHTTPProtocol", "h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 

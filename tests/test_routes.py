@@ -557,6 +557,20 @@ def test_http_protocols_registry():
 # 3. gunicorn: a real master with workers
 
 GUNICORN_VARIANTS = ("UvicornWorker", "UvicornH11Worker")
+#: uvicorn 0.3.26-0.3.27's own workers use Config without importing it: no worker starts
+GUNICORN_BROKEN = Version("0.3.26") <= uvicorn_version() < Version("0.3.28")
+
+
+def test_gunicorn_route_refused_where_uvicorn_workers_cannot_start():
+    """On 0.3.26-0.3.27 importing keepalive_guard.workers says why and what to use instead."""
+    if not GUNICORN_BROKEN:
+        from keepalive_guard import workers  # noqa: F401
+
+        return
+    with pytest.raises(ImportError) as info:
+        import keepalive_guard.workers  # noqa: F401
+    message = str(info.value)
+    assert str(uvicorn_version()) in message and "KEEPALIVE_GUARD=1" in message, message
 
 
 def _gunicorn_classes(variant):
@@ -611,6 +625,8 @@ def _gunicorn_argv(worker, processes):
 
 @pytest.fixture(scope="module")
 def gunicorn_results(workdir):
+    if GUNICORN_BROKEN:
+        pytest.skip("uvicorn {}'s gunicorn workers cannot start".format(uvicorn_version()))
     specs = {}
     for variant in GUNICORN_VARIANTS:
         guarded, base, impl = _gunicorn_classes(variant)
@@ -653,6 +669,8 @@ def test_gunicorn_unguarded_baseline(gunicorn_results, variant):
 def test_gunicorn_worker_classes(variant):
     """Base from uvicorn-worker on 0.30.0+ (installed there), from uvicorn.workers below;
     only ``http`` differs from the base's CONFIG_KWARGS, and it is the guarded class."""
+    if GUNICORN_BROKEN:
+        pytest.skip("uvicorn {}'s gunicorn workers cannot start".format(uvicorn_version()))
     from keepalive_guard import protocols, workers
 
     guarded = getattr(workers, variant)
@@ -962,7 +980,10 @@ SITE_CHILD = textwrap.dedent(
     """\
     import json, os, keepalive_guard
     installed = keepalive_guard.status(import_modules=False).installed
-    import uvicorn.protocols.http.h11_impl
+    try:
+        import uvicorn.protocols.http.h11_impl
+    except ImportError:  # before 0.2.17
+        import uvicorn.protocols.http.h11
     from keepalive_guard.verify.app import _guard_state
     print(json.dumps({"pid": os.getpid(), "marker": os.environ.get("ROUTES_SITECUSTOMIZE"),
                       "installed": installed, "state": _guard_state()}))
