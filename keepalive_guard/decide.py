@@ -8,7 +8,6 @@ fails either check (a distro patch, a fork, another patcher) is left alone
 and reported as unrecognised, naming the method.
 """
 
-import sys
 from typing import Dict, List, Optional, Tuple
 
 from . import patcher
@@ -121,9 +120,7 @@ def _decide(fix, impl, classes, version, version_text, selection, studied) -> "T
             ),
         )
     if version < fix.broken[impl.name][0]:
-        return NOT_APPLICABLE, fix.absent or "the bug came in {}".format(
-            fix.spans[impl.name][0]
-        )
+        return NOT_APPLICABLE, fix.absent or "the bug came in {}".format(fix.spans[impl.name][0])
     if not fix.is_broken(impl.name, version):
         return FIXED_UPSTREAM, "fixed upstream in {}".format(fix.first_fixed[impl.name])
     why = _check_code(fix, impl, classes, version, studied)

@@ -122,8 +122,9 @@ def uvicorn_version_text() -> "Optional[str]":
         names = os.listdir(site or ".")
     except OSError:
         return None
+    # uvicorn-0.2.5.dist-info, uvicorn-0.2.5-py3.6.egg-info
     found = [
-        name[len("uvicorn-") : name.rindex(".")].split("-")[0]  # -0.2.5.dist-info, -0.2.5-py3.6.egg-info
+        name[len("uvicorn-") : name.rindex(".")].split("-")[0]
         for name in names
         if name.startswith("uvicorn-") and name.endswith((".dist-info", ".egg-info"))
     ]
