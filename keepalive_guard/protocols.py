@@ -21,9 +21,9 @@ import threading
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
-from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
 from .fixes.a_early_disconnect import CYCLE
 from .fixes.base import PROTOCOL, MethodHook
+from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
 from .report import UNRECOGNISED, log_decision
 
 

@@ -23,6 +23,7 @@ except ImportError:
     from uvicorn.workers import UvicornH11Worker as _BaseH11Worker
     from uvicorn.workers import UvicornWorker as _BaseWorker
 
+
 def _cannot_start(base: type) -> str:
     """Why ``base`` cannot serve at all, or ''.
 

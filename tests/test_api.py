@@ -425,7 +425,9 @@ def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
     """A method our fixes inspect is patched by others: strict re-install fails, changes nothing."""
     guard.install()
     ours, report_before = snapshot(), states(guard.status())
-    monkeypatch.setattr(h11_impl.H11Protocol, "handle_events", _foreign_handle_events, raising=False)
+    monkeypatch.setattr(
+        h11_impl.H11Protocol, "handle_events", _foreign_handle_events, raising=False
+    )
     if not _H11_EVENT_FIXES:
         assert guard.install(strict=True).strict is True
         return

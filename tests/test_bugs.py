@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import FIRST_BROKEN, IMPLEMENTATIONS, has_bug, uvicorn_version
-from packaging.version import Version
 from harness import Server
+from packaging.version import Version
 
 from keepalive_guard.verify.scenarios import RUNS, SCENARIOS, TIMEOUT
 

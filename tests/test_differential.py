@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import FIRST_BROKEN, has_bug, uvicorn_version
-from packaging.version import Version
 from harness import Client, Server, get, post
+from packaging.version import Version
 
 TIMEOUT = 2.0  # --timeout-keep-alive: generous, so no timer bug can fire on these fast cases
 CASE_TIMEOUT = 8.0  # per case, for its responses

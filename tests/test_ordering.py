@@ -19,8 +19,8 @@ import warnings
 
 import pytest
 from conftest import FIRST_FIXED, IMPLEMENTATIONS, expected_state, uvicorn_version
-from packaging.version import Version
 from harness import Server
+from packaging.version import Version
 
 from keepalive_guard.verify.scenarios import SCENARIOS, TIMEOUT
 

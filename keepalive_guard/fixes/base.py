@@ -50,9 +50,10 @@ class Fix(object):
     ``(first broken, first fixed)`` (the range includes the first and excludes
     the second), or to None where the bug does not exist there;
     ``not_applicable`` then says why.  ``absent``: why releases before the
-    first broken one cannot have the bug (the code it is in came later).  ``hooks(impl, version)`` and
-    ``inspects(impl, version)`` (the methods whose code must be recognised
-    before the hooks are safe) are version-aware.
+    first broken one cannot have the bug (the code it is in came later).
+    ``hooks(impl, version)`` and ``inspects(impl, version)`` (the methods
+    whose code must be recognised before the hooks are safe) are
+    version-aware.
     """
 
     def __init__(

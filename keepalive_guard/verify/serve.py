@@ -107,7 +107,7 @@ def _config(args, http, config_class, **extra):
         timeout_keep_alive=args.timeout_keep_alive,
         log_level="info",
         access_log=False,
-        **extra
+        **extra,
     )
     declared = inspect.signature(config_class.__init__).parameters
     config = config_class(**{k: v for k, v in wanted.items() if k in declared})
@@ -138,7 +138,9 @@ def _serve_on_port(args, http, config_class, server_class):
     else:
         server = server_class(config=config)
     protocol_class = config.http_protocol_class
-    threading.Thread(target=_announce_when_listening, args=(port, protocol_class), daemon=True).start()
+    threading.Thread(
+        target=_announce_when_listening, args=(port, protocol_class), daemon=True
+    ).start()
     server.run()
 
 
