@@ -49,6 +49,15 @@ def when_imported(name, callback):
     callback(module)
 
 
+def forget(names):
+    """Stop waiting for ``names`` (a release that has none of them)."""
+    with _lock:
+        for name in names:
+            _callbacks.pop(name, None)
+        if not _callbacks:
+            _remove_finders()
+
+
 def _fire(module):
     with _lock:
         callbacks = _callbacks.pop(module.__name__, [])
@@ -134,6 +143,14 @@ def _register_http_names(config):
             protocols.setdefault(name, target)
 
 
+def _after_main(main):
+    """uvicorn.main imports uvicorn.config where there is one (0.3.26+): once
+    main has loaded without it, the release has none to wait for."""
+    if "uvicorn.config" not in sys.modules:
+        forget(["uvicorn.config"])
+    _list_http_names_in_help(main)
+
+
 def _list_http_names_in_help(main):
     for param in getattr(getattr(main, "main", None), "params", ()):
         metavar = getattr(param, "metavar", None)
@@ -150,7 +167,7 @@ def boot():
             return
         _booted = True
     when_imported("uvicorn.config", _quietly(_register_http_names))
-    when_imported("uvicorn.main", _quietly(_list_http_names_in_help))
+    when_imported("uvicorn.main", _quietly(_after_main))
     if os.environ.get("KEEPALIVE_GUARD", "").strip().lower() not in ("", "0", "false", "no", "off"):
         try:
             import keepalive_guard._startup  # noqa: F401

@@ -141,6 +141,7 @@ def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
 def _on_import(module: object) -> None:
     """Post-import hook: patch a uvicorn protocol module as it loads."""
     impl = next(i for i in IMPLEMENTATIONS if getattr(module, "__name__", None) in i.modules)
+    _keepalive_guard_boot.forget([name for name in impl.modules if name != module.__name__])
     with _lock:
         if not _state.installed or impl.name in _state.applied:
             return
