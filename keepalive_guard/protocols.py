@@ -5,6 +5,16 @@
     uvicorn app:app --http keepalive_guard.protocols:HttpToolsProtocol   # uvicorn >= 0.36
     uvicorn app:app --http guarded        # any release, names registered at start-up
 
+Where a release can take a class: ``Config(http=...)`` and
+``uvicorn.run(..., http=...)`` from 0.3.26 (``run`` takes keywords only,
+``app=`` too, in 0.3.26-0.3.30); the ``--http guarded`` names wherever
+``uvicorn.config`` exists (0.3.26+); gunicorn (``keepalive_guard.workers``)
+on every release but 0.3.26-0.3.27, whose own workers cannot start; on
+0.2.0-0.2.20, ``uvicorn.main.Server(app, ..., protocol_class=...)``.
+Before 0.3.26 ``uvicorn.run`` takes no class (0.2.0-0.2.20: no ``http`` at
+all; 0.2.21-0.3.25: a name of its own table): use ``install()``,
+``KEEPALIVE_GUARD=1`` or ``keepalive-guard run`` there.
+
 Each class subclasses uvicorn's own class of the installed release and
 carries the same fix hooks that ``install()`` puts on uvicorn's classes,
 decided the same way, on the subclass only: uvicorn's classes are not
