@@ -1,22 +1,36 @@
-"""Replace attributes on uvicorn's classes, record the originals, undo exactly.
+"""Wrap methods of uvicorn's classes with wrapt, record the originals, undo exactly.
 
-In the manner of gevent.monkey: every replaced attribute is recorded with
-what the class itself held before (or that it held nothing and inherited),
-so revert puts back exactly that.  A set of patches goes on whole or not at
-all, and comes off whole or not at all.
+Each patched method becomes a ``wrapt.FunctionWrapper`` (our subclass,
+``GuardWrapper``), so the chain is introspectable through ``__wrapped__``
+and composes with other wrapt-based instrumentors (OpenTelemetry, ddtrace,
+New Relic) wrapping the same methods, below or above us.  In the manner of
+gevent.monkey, every replaced attribute is recorded with what the class
+itself held before (or that it held nothing and inherited), so revert puts
+back exactly that.  A set of patches goes on whole or not at all, and comes
+off whole or not at all.
 """
 
-import functools
-import weakref
+import types
 from typing import Dict, List, Sequence, Tuple
+
+import wrapt
 
 from .errors import KeepaliveGuardError
 from .fixes import completion
 from .fixes.base import CompletionHook, MethodHook
 
-MARK = "__keepalive_guard__"
 _MISSING = object()
-_ours: weakref.WeakSet = weakref.WeakSet()
+
+
+class GuardWrapper(wrapt.FunctionWrapper):
+    """A keepalive-guard layer; ``_self_fixes`` names the fixes it carries.
+
+    Recognised by its exact type (``type()``, which a proxy cannot forward,
+    unlike ``isinstance`` and attribute look-ups); another copy of the
+    package has its own class with the same ``keepalive_guard_layer`` mark.
+    """
+
+    keepalive_guard_layer = True
 
 
 class Patch(object):
@@ -45,22 +59,23 @@ class Patch(object):
             setattr(self.cls, self.name, self.original)
 
 
+def _is_proxy(value: object) -> bool:
+    return isinstance(type(value), type) and issubclass(type(value), wrapt.ObjectProxy)
+
+
 def is_guard_object(value: object) -> bool:
-    """True for anything some copy of keepalive-guard put on a class."""
-    return getattr(value, MARK, None) is not None
-
-
-def is_ours(value: object) -> bool:
-    """True for a replacement this copy of keepalive-guard built."""
-    try:
-        return value in _ours
-    except TypeError:  # not weak-referenceable: certainly not ours
-        return False
+    """True if some copy of keepalive-guard put a layer in ``value``'s wrapt chain
+    other than this copy (whose layers ``decide`` looks through)."""
+    while _is_proxy(value):
+        if getattr(type(value), "keepalive_guard_layer", False) and type(value) is not GuardWrapper:
+            return True
+        value = value.__wrapped__
+    return False
 
 
 def unwrapped(value: object) -> object:
-    """``value`` with this copy's method wrappers peeled off."""
-    while is_ours(value) and hasattr(value, "__wrapped__"):
+    """The function at the bottom of ``value``'s wrapt chain (ours and others' layers)."""
+    while _is_proxy(value):
         value = value.__wrapped__
     return value
 
@@ -78,20 +93,18 @@ def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> 
     patches = []
     for (role, name), entries in grouped.items():
         cls = classes[role]
-        fixes = [fix_id for fix_id, _ in entries]
-        original = getattr(cls, name)
+        fixes = tuple(fix_id for fix_id, _ in entries)
+        replacement = getattr(cls, name) if name not in cls.__dict__ else cls.__dict__[name]
         if all(isinstance(hook, CompletionHook) for _, hook in entries):
-            wrapper = completion.wrap(entries[0][1].impl, original, frozenset(fixes))
-            replacement = functools.update_wrapper(wrapper, original)
+            direct = isinstance(replacement, types.FunctionType)
+            wrapper = completion.wrap(entries[0][1].impl, frozenset(fixes), direct)
+            replacement = GuardWrapper(replacement, wrapper)
         elif all(isinstance(hook, MethodHook) for _, hook in entries):
-            replacement = original
             for _, hook in entries:
-                wrapped = replacement
-                replacement = functools.update_wrapper(hook.factory(wrapped), wrapped)
+                replacement = GuardWrapper(replacement, hook.wrapper)
         else:
             raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))
-        setattr(replacement, MARK, tuple(fixes))
-        _ours.add(replacement)
+        replacement._self_fixes = fixes
         patches.append(Patch(cls, name, replacement))
     return patches
 

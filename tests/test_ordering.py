@@ -177,7 +177,10 @@ emit("guarded_after_uninstall", guarded())
 """,
     )
     assert r["protocols_loaded"] is False, "install() imported uvicorn's protocol modules"
-    assert set(r["before"].values()) == {"pending"}
+    # What the version settles is said at once; the rest waits for the modules' code.
+    assert r["before"] == {
+        key: "pending" if state == "applied" else state for key, state in EXPECTED.items()
+    }
     assert r["after"] == EXPECTED
     assert_guarded(r["guarded"], "patched when the protocol modules loaded")
     assert r["guarded_after_uninstall"] == {}
@@ -440,12 +443,9 @@ def test_idle_start_up_hook_loads_nothing_until_uvicorn(workdir, installed_wheel
     assert r["kg_loaded"] is False
     # Nothing awaited any more: no finder of ours stays on later imports...
     assert r["finders_after"] == [f for f in r["finders_at_start"] if f != "_keepalive_guard_hook"]
-    # ...until install() waits for the protocol modules, and again once they loaded.
-    assert r["finders_installed"][0] == "_Finder"
-    if r["httptools_loaded"]:
-        assert r["finders_patched"] == r["finders_after"]
-    else:  # still waiting for the module that failed to import
-        assert r["finders_patched"] == r["finders_installed"]
+    # ...until install() registers wrapt's post-import hooks, whose finder stays.
+    assert r["finders_installed"] == ["ImportHookFinder"] + r["finders_after"]
+    assert r["finders_patched"] == r["finders_installed"]
 
 
 def test_env_route_with_misspelt_fixes_says_so_and_runs_unguarded(workdir, installed_wheel):

@@ -5,7 +5,7 @@ behaviour before or after a protocol method at one of the hook points that
 have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
 when a response completes, through one shared wrapper, where E also stands
 in for the original when a buffered request can start) and the h11 upgrade
-method.  The patcher builds one replacement per method.
+method.  The patcher puts one ``wrapt.FunctionWrapper`` on each method.
 """
 
 from typing import Callable, Dict, Optional, Tuple
@@ -17,14 +17,18 @@ PROTOCOL = "protocol"
 
 
 class MethodHook(object):
-    """Wrap ``role.name``: ``factory(original)`` returns the replacement."""
+    """Wrap ``role.name`` with ``wrapper(wrapped, instance, args, kwargs)``.
+
+    wrapt's protocol: ``wrapped`` is the method as it was, bound to
+    ``instance``, so another instrumentor's wrapper below ours still runs.
+    """
 
     kind = "method"
 
-    def __init__(self, role: str, name: str, factory: Callable) -> None:
+    def __init__(self, role: str, name: str, wrapper: Callable) -> None:
         self.role = role
         self.name = name
-        self.factory = factory
+        self.wrapper = wrapper
 
 
 class CompletionHook(object):
@@ -44,14 +48,16 @@ class CompletionHook(object):
 
 
 class Fix(object):
-    """One backported upstream fix.
+    """One fix, a backport of upstream's or one of our own.
 
-    ``broken`` maps an implementation name to the releases that lack the fix,
+    ``broken`` maps an implementation name to the releases that have the bug,
     ``(first broken, first fixed)`` (the range includes the first and excludes
-    the second), or to None where the bug does not exist there;
-    ``not_applicable`` then says why.  ``hooks(impl, version)`` and
-    ``inspects(impl, version)`` (the methods whose code must be recognised
-    before the hooks are safe) are version-aware.
+    the second; first fixed None: no release has an upstream fix), or to
+    None where the bug does not exist there; ``not_applicable`` then says why.
+    ``hooks(impl, version)`` and ``inspects(impl, version)`` (the methods
+    whose code must be recognised before the hooks are safe) are
+    version-aware.  ``default``: selected unless the user leaves it out
+    (False: only when named).
     """
 
     def __init__(
@@ -59,29 +65,31 @@ class Fix(object):
         id: str,
         summary: str,
         upstream: str,
-        broken: "Dict[str, Optional[Tuple[str, str]]]",
+        broken: "Dict[str, Optional[Tuple[str, Optional[str]]]]",
         hooks: "Callable[[str, Release], Tuple]",
         inspects: "Callable[[str, Release], Tuple[str, ...]]",
         not_applicable: "Optional[Dict[str, str]]" = None,
+        default: bool = True,
     ) -> None:
         self.id = id
         self.summary = summary
         self.upstream = upstream
+        self.spans = broken
         self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
-        self.broken = {
-            impl: ((release(span[0]), release(span[1])) if span else None)
-            for impl, span in broken.items()
-        }
         self.hooks = hooks
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
+        self.default = default
 
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
-        """True if ``version`` lacks the fix, False if it has it, None if n/a."""
-        span = self.broken.get(impl)
+        """True if ``version`` has the bug, False if not, None if never on ``impl``."""
+        span = self.spans.get(impl)
         if span is None:
             return None
-        return span[0] <= version < span[1]
+        first_broken, first_fixed = span
+        return release(first_broken) <= version and (
+            first_fixed is None or version < release(first_fixed)
+        )
 
     def __repr__(self) -> str:
         return "<Fix {} {}>".format(self.id, self.upstream)

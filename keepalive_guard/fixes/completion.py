@@ -11,6 +11,12 @@ E's step cancels a pending timer before it arms one, which is D's work, so
 D's check runs only before the original.  What each step fixes, why,
 and for which releases: the fix's own module.  Without a lingering
 ``receive()``, C and D cost an attribute read or two.
+
+The wrapper is a wrapt wrapper.  E's step stands in for the original only
+when what it wraps is uvicorn's own function (``direct``); below another
+instrumentor's wrapper it calls the chain and then does upstream's own E
+fix, cancelling the timer once a request has started, so the other
+wrapper's behaviour is kept.
 """
 
 from typing import Callable, FrozenSet
@@ -19,33 +25,38 @@ from .c_shared_message_event import isolate_next, reroute
 from .timers import cancel_keepalive
 
 
-def wrap(impl: str, original: Callable, fixes: "FrozenSet[str]") -> Callable:
-    """``original`` with the steps of the selected ``fixes`` around it."""
-    return (_h11 if impl == "h11" else _httptools)(
-        original, "C" in fixes, "D" in fixes, "E" in fixes
-    )
+def wrap(impl: str, fixes: "FrozenSet[str]", direct: bool) -> Callable:
+    """The wrapper with the steps of the selected ``fixes``; ``direct``: it
+    wraps uvicorn's own function, nobody else's wrapper."""
+    return (_h11 if impl == "h11" else _httptools)("C" in fixes, "D" in fixes, "E" in fixes, direct)
 
 
-def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
+def _h11(c: bool, d: bool, e: bool, direct: bool) -> Callable:
     import h11  # the h11 this uvicorn runs with: only h11 releases get here
 
     done, idle, closed = h11.DONE, h11.IDLE, h11.CLOSED
+    stand_in = e and direct
 
-    def on_response_complete(self):
+    def on_response_complete(wrapped, self, args, kwargs):
         if c:  # C: a receive() of this request still waiting gets woken alone
             event = self.message_event
             if event._waiters:
                 reroute(self, event, ())
         conn = self.conn
         if (
-            not e
+            not stand_in
             or conn.our_state is not done
             or conn.their_state is not done
             or self.transport.is_closing()
         ):
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            return original(self)
+            result = wrapped(*args, **kwargs)
+            if e and not direct:  # E as upstream: no timer once a request started
+                state = conn.their_state
+                if state is not idle and state is not closed:
+                    cancel_keepalive(self)
+            return result
         # E: what the original does when a buffered request can start, with
         # the timer armed only if none did (upstream arms, then cancels).
         self.server_state.total_requests += 1
@@ -65,8 +76,10 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
     return on_response_complete
 
 
-def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
-    def on_response_complete(self):
+def _httptools(c: bool, d: bool, e: bool, direct: bool) -> Callable:
+    stand_in = e and direct
+
+    def on_response_complete(wrapped, self, args, kwargs):
         queued = self.pipeline
         if c:  # C: a still-waiting receive() and the next queued request get separate events
             event = self.message_event
@@ -74,10 +87,14 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
                 reroute(self, event, queued)
             if queued:
                 isolate_next(self, queued)
-        if not e or self.transport.is_closing():
+        if not stand_in or self.transport.is_closing():
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            return original(self)
+            waiting = len(queued)
+            result = wrapped(*args, **kwargs)
+            if e and len(queued) < waiting:  # E as upstream: no timer once a request started
+                cancel_keepalive(self)
+            return result
         # E: what the original does, with the timer armed only if no request
         # is queued (as upstream from 0.27.1).
         self.server_state.total_requests += 1

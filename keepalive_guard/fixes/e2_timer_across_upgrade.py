@@ -11,26 +11,21 @@ branch; we cancel on entry to the upgrade method, which that branch calls
 before anything else can happen to the connection.
 """
 
-from typing import Callable, Tuple
+from typing import Tuple
 
 from ..implementations import Release, release
 from .base import PROTOCOL, Fix, MethodHook
 from .timers import cancel_keepalive
 
-_RENAMED = release("0.19.0")
-
 
 def upgrade_method(version: Release) -> str:
     """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since."""
-    return "handle_upgrade" if version < _RENAMED else "handle_websocket_upgrade"
+    return "handle_upgrade" if version < release("0.19.0") else "handle_websocket_upgrade"
 
 
-def _cancel_before(original: Callable) -> Callable:
-    def upgrade(self, *args, **kwargs):
-        cancel_keepalive(self)
-        return original(self, *args, **kwargs)
-
-    return upgrade
+def _cancel_before(wrapped, instance, args, kwargs):
+    cancel_keepalive(instance)
+    return wrapped(*args, **kwargs)
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
