@@ -157,6 +157,10 @@ def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
 def _on_import(module: object) -> None:
     """Post-import hook: patch a uvicorn protocol module as it loads."""
     impl = next(i for i in IMPLEMENTATIONS if getattr(module, "__name__", None) in i.modules)
+    if impl.loaded_module() is not module:
+        # wrapt calls a hook at once for a module still executing (install()
+        # called from inside its import): not patched; status() will.
+        return
     with _lock:
         if not _state.installed or impl.name in _state.applied:
             return

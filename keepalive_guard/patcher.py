@@ -1,17 +1,23 @@
-"""Wrap methods of uvicorn's classes with wrapt, record the originals, undo exactly.
+"""Replace methods of uvicorn's classes, record the originals, undo exactly.
 
-Each patched method becomes a ``wrapt.FunctionWrapper`` (our subclass,
-``GuardWrapper``), so the chain is introspectable through ``__wrapped__``
-and composes with other wrapt-based instrumentors (OpenTelemetry, ddtrace,
-New Relic) wrapping the same methods, below or above us.  In the manner of
-gevent.monkey, every replaced attribute is recorded with what the class
-itself held before (or that it held nothing and inherited), so revert puts
-back exactly that.  A set of patches goes on whole or not at all, and comes
-off whole or not at all.
+In the manner of gevent.monkey: every replaced attribute is recorded with
+what the class itself held before (or that it held nothing and inherited),
+so revert puts back exactly that.  A set of patches goes on whole or not at
+all, and comes off whole or not at all.
+
+A patched method is a plain function whose ``__wrapped__`` is what it
+replaced, so the chain is introspectable and composes with wrapt-based
+instrumentors (OpenTelemetry, ddtrace, New Relic) on the same methods:
+one below ours is called bound, as wrapt's ``FunctionWrapper`` expects, and
+one above ours wraps a function like any other.  Not a ``FunctionWrapper``
+itself: binding one costs 3,000-6,000 instructions (wrapt 1.17-2.5, its C
+extension), and ``on_response_complete`` is bound on every request, where
+that alone is 2-4% of a small request's work (docs/design.md).
 """
 
-import types
-from typing import Dict, List, Sequence, Tuple
+import functools
+import weakref
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import wrapt
 
@@ -19,18 +25,12 @@ from .errors import KeepaliveGuardError
 from .fixes import completion
 from .fixes.base import CompletionHook, MethodHook
 
+MARK = "__keepalive_guard__"
 _MISSING = object()
-
-
-class GuardWrapper(wrapt.FunctionWrapper):
-    """A keepalive-guard layer; ``_self_fixes`` names the fixes it carries.
-
-    Recognised by its exact type (``type()``, which a proxy cannot forward,
-    unlike ``isinstance`` and attribute look-ups); another copy of the
-    package has its own class with the same ``keepalive_guard_layer`` mark.
-    """
-
-    keepalive_guard_layer = True
+# By identity: a wrapt proxy of ours would compare and hash equal to it.
+_ours: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+# wrapt 2 calls the root of its proxies BaseObjectProxy; wrapt 1 ObjectProxy.
+_PROXY = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 
 
 class Patch(object):
@@ -59,25 +59,45 @@ class Patch(object):
             setattr(self.cls, self.name, self.original)
 
 
-def _is_proxy(value: object) -> bool:
-    return isinstance(type(value), type) and issubclass(type(value), wrapt.ObjectProxy)
+def is_ours(value: object) -> bool:
+    """True for a replacement this copy of keepalive-guard built."""
+    return _ours.get(id(value)) is value
+
+
+def _is_wrapt_proxy(value: object) -> bool:
+    """A wrapt proxy (FunctionWrapper...): by type, which a proxy cannot forward."""
+    return issubclass(type(value), _PROXY)
+
+
+def _layers(value: object):
+    """``value``, then each layer below it that is ours or a wrapt proxy's."""
+    yield value
+    while is_ours(value) or _is_wrapt_proxy(value):
+        value = value.__wrapped__
+        yield value
 
 
 def is_guard_object(value: object) -> bool:
-    """True if some copy of keepalive-guard put a layer in ``value``'s wrapt chain
-    other than this copy (whose layers ``decide`` looks through)."""
-    while _is_proxy(value):
-        if getattr(type(value), "keepalive_guard_layer", False) and type(value) is not GuardWrapper:
-            return True
-        value = value.__wrapped__
-    return False
+    """True if another copy of keepalive-guard put a layer in ``value``'s chain."""
+    return any(
+        not is_ours(layer) and getattr(layer, MARK, None) is not None
+        for layer in _layers(value)
+        if not _is_wrapt_proxy(layer)  # a proxy forwards the look-up to what it wraps
+    )
 
 
 def unwrapped(value: object) -> object:
-    """The function at the bottom of ``value``'s wrapt chain (ours and others' layers)."""
-    while _is_proxy(value):
-        value = value.__wrapped__
-    return value
+    """What is below this copy's layers and wrapt proxies: uvicorn's code, if anyone's."""
+    return list(_layers(value))[-1]
+
+
+def _method(wrapper: Callable, inner: object) -> Callable:
+    """A plain function calling ``wrapper`` as wrapt would, with ``inner`` bound."""
+
+    def method(self, *args, **kwargs):
+        return wrapper(inner.__get__(self, type(self)), self, args, kwargs)
+
+    return method
 
 
 def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> "List[Patch]":
@@ -94,19 +114,25 @@ def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> 
     for (role, name), entries in grouped.items():
         cls = classes[role]
         fixes = tuple(fix_id for fix_id, _ in entries)
-        replacement = getattr(cls, name) if name not in cls.__dict__ else cls.__dict__[name]
+        inner = cls.__dict__[name] if name in cls.__dict__ else getattr(cls, name)
         if all(isinstance(hook, CompletionHook) for _, hook in entries):
-            direct = isinstance(replacement, types.FunctionType)
-            wrapper = completion.wrap(entries[0][1].impl, frozenset(fixes), direct)
-            replacement = GuardWrapper(replacement, wrapper)
+            wrapper = completion.wrap(entries[0][1].impl, frozenset(fixes), inner)
+            replacement = _mark(functools.update_wrapper(wrapper, inner), fixes)
         elif all(isinstance(hook, MethodHook) for _, hook in entries):
+            replacement = inner
             for _, hook in entries:
-                replacement = GuardWrapper(replacement, hook.wrapper)
+                method = _method(hook.wrapper, replacement)
+                replacement = _mark(functools.update_wrapper(method, replacement), fixes)
         else:
             raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))
-        replacement._self_fixes = fixes
         patches.append(Patch(cls, name, replacement))
     return patches
+
+
+def _mark(function: Callable, fixes: "Tuple[str, ...]") -> Callable:
+    setattr(function, MARK, fixes)
+    _ours[id(function)] = function
+    return function
 
 
 def apply_all(patches: "Sequence[Patch]") -> None:

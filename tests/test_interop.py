@@ -17,7 +17,7 @@ from test_api import PRISTINE, differences
 
 import keepalive_guard
 from keepalive_guard import KeepaliveGuardError
-from keepalive_guard.patcher import GuardWrapper
+from keepalive_guard.patcher import is_ours
 from keepalive_guard.verify.scenarios import RUNS, SCENARIOS, TIMEOUT
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop_server.py")
@@ -61,7 +61,7 @@ def test_chain_is_introspectable_and_uninstall_keeps_foreign_wrappers():
         if guarded:  # the foreign wrapper did not hide uvicorn's code from the decision
             want = "applied" if has_bug("E", "h11") else "fixed upstream"
             assert report.get("E", "h11").state == want
-            assert type(mine) is GuardWrapper and mine.__wrapped__ is below
+            assert is_ours(mine) and mine.__wrapped__ is below
             assert below.__wrapped__ is original
         else:
             assert mine is below

@@ -5,7 +5,7 @@ behaviour before or after a protocol method at one of the hook points that
 have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
 when a response completes, through one shared wrapper, where E also stands
 in for the original when a buffered request can start) and the h11 upgrade
-method.  The patcher puts one ``wrapt.FunctionWrapper`` on each method.
+method.  The patcher builds one replacement per method (``patcher``).
 """
 
 from typing import Callable, Dict, Optional, Tuple
@@ -20,7 +20,8 @@ class MethodHook(object):
     """Wrap ``role.name`` with ``wrapper(wrapped, instance, args, kwargs)``.
 
     wrapt's protocol: ``wrapped`` is the method as it was, bound to
-    ``instance``, so another instrumentor's wrapper below ours still runs.
+    ``instance``, so another instrumentor's wrapper below ours still runs;
+    ``args`` and ``kwargs`` are the call's.
     """
 
     kind = "method"

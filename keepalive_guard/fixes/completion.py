@@ -12,32 +12,42 @@ D's check runs only before the original.  What each step fixes, why,
 and for which releases: the fix's own module.  Without a lingering
 ``receive()``, C and D cost an attribute read or two.
 
-The wrapper is a wrapt wrapper.  E's step stands in for the original only
-when what it wraps is uvicorn's own function (``direct``); below another
-instrumentor's wrapper it calls the chain and then does upstream's own E
-fix, cancelling the timer once a request has started, so the other
-wrapper's behaviour is kept.
+E's step stands in for the original only when what it wraps is uvicorn's
+own function; over another instrumentor's wrapper (wrapt's, say) it calls
+that and then does upstream's own E fix, cancelling the timer once a
+request has started, so the other wrapper's behaviour is kept.
 """
 
+import types
 from typing import Callable, FrozenSet
 
 from .c_shared_message_event import isolate_next, reroute
 from .timers import cancel_keepalive
 
 
-def wrap(impl: str, fixes: "FrozenSet[str]", direct: bool) -> Callable:
-    """The wrapper with the steps of the selected ``fixes``; ``direct``: it
-    wraps uvicorn's own function, nobody else's wrapper."""
-    return (_h11 if impl == "h11" else _httptools)("C" in fixes, "D" in fixes, "E" in fixes, direct)
+def wrap(impl: str, fixes: "FrozenSet[str]", inner: object) -> Callable:
+    """``on_response_complete`` with the steps of the selected ``fixes``, over ``inner``
+    (uvicorn's function, or what another instrumentor put there)."""
+    direct = type(inner) is types.FunctionType  # not isinstance: a wrapt proxy passes that
+    if direct:
+        original = inner
+    else:
+
+        def original(self):
+            return inner.__get__(self, type(self))()  # bound, as the instrumentor expects
+
+    return (_h11 if impl == "h11" else _httptools)(
+        original, "C" in fixes, "D" in fixes, "E" in fixes, direct
+    )
 
 
-def _h11(c: bool, d: bool, e: bool, direct: bool) -> Callable:
+def _h11(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callable:
     import h11  # the h11 this uvicorn runs with: only h11 releases get here
 
     done, idle, closed = h11.DONE, h11.IDLE, h11.CLOSED
     stand_in = e and direct
 
-    def on_response_complete(wrapped, self, args, kwargs):
+    def on_response_complete(self):
         if c:  # C: a receive() of this request still waiting gets woken alone
             event = self.message_event
             if event._waiters:
@@ -51,7 +61,7 @@ def _h11(c: bool, d: bool, e: bool, direct: bool) -> Callable:
         ):
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            result = wrapped(*args, **kwargs)
+            result = original(self)
             if e and not direct:  # E as upstream: no timer once a request started
                 state = conn.their_state
                 if state is not idle and state is not closed:
@@ -76,10 +86,10 @@ def _h11(c: bool, d: bool, e: bool, direct: bool) -> Callable:
     return on_response_complete
 
 
-def _httptools(c: bool, d: bool, e: bool, direct: bool) -> Callable:
+def _httptools(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callable:
     stand_in = e and direct
 
-    def on_response_complete(wrapped, self, args, kwargs):
+    def on_response_complete(self):
         queued = self.pipeline
         if c:  # C: a still-waiting receive() and the next queued request get separate events
             event = self.message_event
@@ -91,7 +101,7 @@ def _httptools(c: bool, d: bool, e: bool, direct: bool) -> Callable:
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
             waiting = len(queued)
-            result = wrapped(*args, **kwargs)
+            result = original(self)
             if e and len(queued) < waiting:  # E as upstream: no timer once a request started
                 cancel_keepalive(self)
             return result

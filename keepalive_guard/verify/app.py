@@ -167,8 +167,7 @@ def _guard_state():
             cls = getattr(module, cls_name, None)
             if cls is not None:
                 patched[cls_name] = any(
-                    getattr(type(value), "keepalive_guard_layer", False)
-                    for value in vars(cls).values()
+                    getattr(value, "__keepalive_guard__", None) for value in vars(cls).values()
                 )
     guarded_classes = sys.modules.get("keepalive_guard.protocols") is not None
     return {

@@ -45,7 +45,7 @@ The unguarded arm uses an instance created while the guard was not
 installed; the guarded arm one created while it was, as in a real server.
 ``patched`` in the output records what the guard put on the class:
 ``on_response_complete`` is "one wrapper (C, D, E)" (the fix ids from the
-wrapper's ``_self_fixes`` attribute) or "original".
+wrapper's ``__keepalive_guard__`` attribute) or "original".
 
 Also, when ``keepalive_guard.protocols`` can build its class for this
 implementation (on first use), the same statements on an instance of that
@@ -226,20 +226,14 @@ def describe(cls, name):
         if not callable(value)
         else "{} ({})".format(
             getattr(value, "__qualname__", type(value).__name__),
-            ",".join(_fixes_of(value)) or "original",
+            ",".join(getattr(value, "__keepalive_guard__", ()) or ()) or "original",
         )
     )
 
 
-def _fixes_of(value):
-    """The fixes a keepalive-guard wrapper carries (checked by exact type: a
-    wrapt proxy forwards attribute look-ups to what it wraps)."""
-    return getattr(value, "_self_fixes", ()) if type(value).__name__ == "GuardWrapper" else ()
-
-
 def describe_wrapper(cls, name):
     """What the guard put on ``cls.name``: "one wrapper (C, D, E)" or "original"."""
-    fixes = _fixes_of(vars(cls).get(name))
+    fixes = getattr(getattr(cls, name, None), "__keepalive_guard__", None)
     return "one wrapper ({})".format(", ".join(fixes)) if fixes else "original"
 
 
