@@ -329,7 +329,9 @@ def _interpreters():
         raise SystemExit("no interpreters found")
     result = []
     for minor, path in found.items():
-        result.append((int(minor.split(".")[1]), interpreters.interpreter_info(path)["version"], path))
+        result.append(
+            (int(minor.split(".")[1]), interpreters.interpreter_info(path)["version"], path)
+        )
     return result
 
 
