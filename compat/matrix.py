@@ -116,7 +116,8 @@ FIXES = tuple(BROKEN)
 
 #: The selection status and verify run with (``--fixes``): every fix, the
 #: opt-in R4 too ("all" is every fix but R4, as in the package).
-SELECTION = "all,R4"
+DEFAULT_SELECTION = "all,R4"
+SELECTION = DEFAULT_SELECTION
 
 APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE = "applied", "fixed upstream", "not applicable"
 DISABLED = "disabled"
@@ -808,6 +809,9 @@ def notes_text(cell: dict) -> list:
         return []
     name = cell["python_minor"]
     notes = []
+    selection = cell.get("inputs", {}).get("selection", DEFAULT_SELECTION)
+    if selection != DEFAULT_SELECTION:
+        notes.append("%s run with --fixes %s" % (name, selection))
     if cell["state"] in (FAILED, SKIPPED):
         notes += ["%s %s: %s" % (name, cell["state"].upper(), r) for r in cell["reasons"]]
     if cell["state"] == FLAGGED:
@@ -888,7 +892,7 @@ def write_markdown(data: dict, release_list: list) -> None:
         "ranges (anything not listed is fixed upstream or not applicable). "
         "**Counts** are `broken without the guard / connections → fixed with the guard / "
         "connections`, summed over the cell's applicable scenarios."
-        % ((data.get("selection", SELECTION),) * 2),
+        % (DEFAULT_SELECTION, DEFAULT_SELECTION),
         "",
         "✅ green: decisions as BUGS.md says, every applicable bug reproduced and fixed. "
         "⚠️ flagged: an applicable bug did not reproduce without the guard (the check lost "
@@ -974,7 +978,9 @@ def parse_args(argv):
     parser.add_argument("--retries", type=int, default=1, help="repeats of a verify with problems")
     parser.add_argument("--force", action="store_true", help="rerun cells even if unchanged")
     parser.add_argument(
-        "--fixes", default=SELECTION, help="fix selection for status and verify (%(default)s)"
+        "--fixes",
+        default=DEFAULT_SELECTION,
+        help="fix selection for status and verify (default %(default)s)",
     )
     parser.add_argument(
         "--report", action="store_true", help="only rewrite RESULTS.md from results.json"
@@ -1132,7 +1138,6 @@ def main(argv=None) -> int:
     data["matrix_version"] = MATRIX_VERSION
     data.pop("first_fixed", None)
     data["broken"] = BROKEN
-    data["selection"] = SELECTION
     save_json(data)
     write_markdown(data, release_list)
 
