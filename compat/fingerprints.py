@@ -68,6 +68,7 @@ import tempfile
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # compat/interpreters.py (generate and add-release only)
 ROOT = os.path.dirname(HERE)
 FINGERPRINT_PY = os.path.join(ROOT, "keepalive_guard", "fingerprint.py")
 OUTPUT = os.path.join(ROOT, "keepalive_guard", "fingerprints.txt")
@@ -296,10 +297,8 @@ def ensure_dists(releases, files, dists_dir):
 # ------------------------------------------------------------ fingerprint all
 
 
-def _claimed_minors(path):
-    """Python 3 minors a release says it supports (None: cannot tell)."""
-    from packaging.specifiers import SpecifierSet
-
+def _declared(path):
+    """(Requires-Python or None, [3.x minors of the classifiers]) of a release."""
     metadata = _read_members(path).get("METADATA", b"").decode("utf-8", "replace")
     requires, classified = None, []
     for line in metadata.splitlines():
@@ -308,6 +307,14 @@ def _claimed_minors(path):
         match = re.match(r"^Classifier: Programming Language :: Python :: 3\.(\d+)\s*$", line)
         if match:
             classified.append(int(match.group(1)))
+    return requires, classified
+
+
+def _claimed_minors(path):
+    """Python 3 minors a release says it supports (None: cannot tell)."""
+    from packaging.specifiers import SpecifierSet
+
+    requires, classified = _declared(path)
     if requires:
         spec = SpecifierSet(requires)
         return set(m for m in MINORS if "3.{}.0".format(m) in spec)
@@ -316,9 +323,29 @@ def _claimed_minors(path):
     return None
 
 
+def floor_problems(dists):
+    """Releases whose Requires-Python floor is not compat/interpreters.py's.
+
+    The matrix and the environments take each release's oldest Python from
+    interpreters.supported_pythons(); a release without Requires-Python runs
+    on 3.6 whatever its classifiers say (UVICORN-HISTORY.md).
+    """
+    import interpreters
+
+    problems = []
+    for release, path in dists.items():
+        claimed = _claimed_minors(path) if _declared(path)[0] else None
+        ours = interpreters.supported_pythons(release)[0]
+        if claimed and "3.{}".format(min(claimed)) != ours:
+            problems.append(
+                "uvicorn {} declares Requires-Python {}, compat/interpreters.py's _FLOORS "
+                "give it {}: add its floor there".format(release, _declared(path)[0], ours)
+            )
+    return problems
+
+
 def _interpreters():
     """[(minor, "3.x.y", path)] from compat/interpreters.py, one per minor."""
-    sys.path.insert(0, HERE)
     import interpreters
 
     found = interpreters.find_interpreters()
@@ -471,8 +498,11 @@ def generate(dists_dir, upto):
     releases = index_releases(files, FIRST_RELEASE, upto)
     _note("{} releases: {} .. {}".format(len(releases), releases[0], releases[-1]))
     interpreters = _interpreters()
-    merged = fingerprint_all(ensure_dists(releases, files, dists_dir), interpreters)
+    dists = ensure_dists(releases, files, dists_dir)
+    merged = fingerprint_all(dists, interpreters)
     _write(merged, _pythons_text(interpreters))
+    for problem in floor_problems(dists):
+        _note("WARNING: " + problem)
     return 0
 
 
@@ -494,9 +524,8 @@ def add_release(release, dists_dir, matrix, matrix_args):
     files = index_files()
     if release not in files:
         raise SystemExit("uvicorn {} is not on {}".format(release, INDEX))
-    merged[release] = fingerprint_all(ensure_dists([release], files, dists_dir), interpreters)[
-        release
-    ]
+    dists = ensure_dists([release], files, dists_dir)
+    merged[release] = fingerprint_all(dists, interpreters)[release]
     older = [r for r in merged if Version(r) < Version(release)]
     _write(merged, pythons)
     if older:
@@ -512,6 +541,11 @@ def add_release(release, dists_dir, matrix, matrix_args):
                     "changed: " + ", ".join(changed) if changed else "no function changed",
                 )
             )
+    problems = floor_problems(dists)
+    for problem in problems:
+        _note("ERROR: " + problem + "; then run compat/matrix.py --release " + release)
+    if problems:
+        return 1
     if not matrix:
         return 0
     command = [sys.executable, os.path.join(HERE, "matrix.py"), "--release", release]

@@ -1053,6 +1053,8 @@ def main(argv=None) -> int:
     found = interpreters.find_interpreters()
     data = load_results()
     data.pop("note", None)
+    cells = {"%s@%s" % (r, m) for r, m, _ in matrix_cells(release_list)}
+    data["cells"] = {n: c for n, c in data["cells"].items() if n in cells}  # no longer cells
 
     todo, reused = [], []
     for release, minor, roles in chosen:
