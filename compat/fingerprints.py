@@ -21,9 +21,12 @@ table (the releases already in the table are taken from it, not recomputed),
 prints which methods changed since the previous newest release (the fixes
 that inspect those will say "unrecognised" until someone reads the new code),
 and runs that release's matrix cells (``compat/matrix.py --release 0.56.0``;
-``--no-matrix`` skips them; arguments after ``--`` go to matrix.py).  The
-package takes its newest studied release from the table's ``releases`` line,
-and the matrix and compat/run.py's default set follow it: no code changes.
+``--no-matrix`` skips them; arguments after ``--`` go to matrix.py).  If
+the release's Requires-Python floor is not the one compat/interpreters.py
+gives it (the environments and the matrix use that), it says so and stops
+before the matrix: add the floor there, then run the matrix.  The package
+takes its newest studied release from the table's ``releases`` line, and the
+matrix and compat/run.py's default set follow it: no code changes.
 
 Commands:
 
