@@ -30,12 +30,18 @@ def _copy(tmp_path, alter=None):
     """A copy of the installed uvicorn saying it is NEWER; ``alter``: (impl, Class.method)."""
     target = tmp_path / "uvicorn"
     shutil.copytree(os.path.dirname(uvicorn.__file__), str(target))
-    init = target / "__init__.py"
-    text, count = re.subn(
-        r"""__version__ = ["'][^"']+["']""", '__version__ = "{}"'.format(NEWER), init.read_text()
-    )
-    assert count == 1, "no __version__ line in {}".format(init)
-    init.write_text(text)
+    found = 0
+    for source in target.glob("*.py"):  # __init__.py, or _version.py (0.55.0)
+        text, count = re.subn(
+            r"""^__version__ = ["'][^"']+["']""",
+            '__version__ = "{}"'.format(NEWER),
+            source.read_text(),
+            flags=re.M,
+        )
+        if count:
+            source.write_text(text)
+            found += count
+    assert found == 1, "no single __version__ line in {}".format(target)
     if alter is not None:
         impl, key = alter
         module = next(i for i in IMPLS if i.name == impl).module
