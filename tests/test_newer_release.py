@@ -33,8 +33,8 @@ def _copy(tmp_path, alter=None):
     found = 0
     for source in target.glob("*.py"):  # __init__.py, or _version.py (0.55.0)
         text, count = re.subn(
-            r"""^__version__ = ["'][^"']+["']""",
-            '__version__ = "{}"'.format(NEWER),
+            r"""^(__version__ = (?:VERSION = )?)["'][^"']+["']""",
+            r'\g<1>"{}"'.format(NEWER),
             source.read_text(),
             flags=re.M,
         )
