@@ -11,14 +11,13 @@ hooks must exist.  Code that fails the check (a distro patch, a fork,
 another patcher) is left alone and reported, naming the methods.
 """
 
-import sys
 from typing import Dict, List, Optional, Tuple
 
 from . import patcher
 from .fingerprint import function_fingerprint, studied, studied_releases
 from .fixes import CATALOGUE
 from .fixes.base import Fix
-from .implementations import Implementation, Release, parse_version, release
+from .implementations import Implementation, Release, parse_version, release, uvicorn_version_text
 from .report import APPLIED, DISABLED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, FixStatus
 
 
@@ -125,7 +124,7 @@ def version_decision(
         )
     first_broken, first_fixed = span
     if version < release(first_broken):
-        return NOT_APPLICABLE, "the bug came in {}".format(first_broken)
+        return NOT_APPLICABLE, fix.absent or "the bug came in {}".format(first_broken)
     if first_fixed is not None and version >= release(first_fixed):
         newer = ""
         if releases and version > release(releases[-1]):
@@ -138,8 +137,7 @@ def version_decision(
 
 def plan(impl: Implementation, module: object, selection: "Tuple[str, ...]") -> Plan:
     """What each fix in the catalogue should do to ``module``."""
-    uvicorn = sys.modules.get("uvicorn")
-    version_text = str(getattr(uvicorn, "__version__", "unknown"))
+    version_text = uvicorn_version_text() or "unknown"
     version = parse_version(version_text)
     result = Plan(version_text, impl.classes(module))
     studied_code = _Studied()

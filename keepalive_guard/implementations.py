@@ -106,16 +106,17 @@ def distribution_version(module_name: str) -> "Optional[str]":
 def uvicorn_version_text() -> "Optional[str]":
     """The installed uvicorn's version without importing it, or None if unknown.
 
-    ``uvicorn.__version__`` once it is imported; before that the
+    ``uvicorn.__version__`` once it is set; before that the
     ``uvicorn-X.dist-info`` (or ``.egg-info``) beside the first ``uvicorn``
     package on ``sys.path``, the one an import would load.  A directory
     listing, not importlib.metadata, whose import costs more than the rest of
     ``install()``.
     """
-    module = sys.modules.get("uvicorn")
-    if module is not None:
-        version = getattr(module, "__version__", None)
-        return None if version is None else str(version)
+    version = getattr(sys.modules.get("uvicorn"), "__version__", None)
+    if version is not None:
+        return str(version)
+    # Not imported, or still importing: 0.2.x's __init__ imports the protocol
+    # modules before it sets __version__.
     for entry in sys.path:
         try:
             if not os.path.isdir(os.path.join(entry or ".", "uvicorn")):

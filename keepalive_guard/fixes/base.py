@@ -54,7 +54,8 @@ class Fix(object):
     ``broken`` maps an implementation name to the releases that have the bug,
     ``(first broken, first fixed)`` (the range includes the first and excludes
     the second; first fixed None: no release has an upstream fix), or to
-    None where the bug does not exist there; ``not_applicable`` then says why.
+    None where the bug does not exist there; ``not_applicable`` then says why,
+    and ``absent`` why releases before the first broken one cannot have it.
     ``hooks(impl, version)`` and ``inspects(impl, version)`` (the methods
     whose code must be recognised before the hooks are safe) are
     version-aware.  ``default``: selected unless the user leaves it out
@@ -71,6 +72,7 @@ class Fix(object):
         inspects: "Callable[[str, Release], Tuple[str, ...]]",
         not_applicable: "Optional[Dict[str, str]]" = None,
         default: bool = True,
+        absent: "Optional[str]" = None,
     ) -> None:
         self.id = id
         self.summary = summary
@@ -81,6 +83,7 @@ class Fix(object):
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
         self.default = default
+        self.absent = absent
 
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
         """True if ``version`` has the bug, False if not, None if never on ``impl``."""
