@@ -40,6 +40,11 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
         print(report.format())
+        print(
+            "(status installs the guard in its own process, as a server started the same way "
+            "would; a server is guarded only when started through one of the routes: "
+            "KEEPALIVE_GUARD=1, --http guarded, keepalive_guard.auto, ...)"
+        )
         print("fixes:")
         for fix in CATALOGUE.values():
             print("  {:<3} {} ({})".format(fix.id, fix.summary, fix.upstream))

@@ -87,7 +87,7 @@ class Report(object):
 
     def format(self) -> str:
         lines = [
-            "keepalive-guard: {}{}".format(
+            "keepalive-guard in this process: {}{}".format(
                 "installed" if self.installed else "not installed",
                 " (strict)" if self.strict else "",
             ),
