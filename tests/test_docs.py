@@ -8,7 +8,6 @@ generated from tests/bench/results.json).  The README stays under 200 lines
 and names its test command, the duration, and the demo.
 """
 
-import io
 import os
 import re
 
@@ -28,7 +27,7 @@ NOT_OURS = {"pyvenv.cfg"}
 
 
 def read(name):
-    with io.open(os.path.join(ROOT, name), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, name), encoding="utf-8") as handle:
         return handle.read()
 
 
