@@ -41,9 +41,9 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(report.format())
         print(
-            "(status installs the guard in its own process, as a server started the same way "
-            "would; a server is guarded only when started through one of the routes: "
-            "KEEPALIVE_GUARD=1, --http guarded, keepalive_guard.auto, ...)"
+            "(the decisions in this command's own process, where status installed the guard;\n"
+            " a server applies them only if started through one of the README's routes, "
+            "e.g. KEEPALIVE_GUARD=1)"
         )
         print("fixes:")
         for fix in CATALOGUE.values():
