@@ -62,9 +62,13 @@ class _Route(logging.Filter):
         self.logger = logger
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_keepalive_guard_replay", False):
-            pass  # replayed: decide again, never wait twice
-        elif _state["held"]:
+        try:
+            return self._route(record)
+        except Exception:  # routing must never break what logs: the ordinary way then
+            return True
+
+    def _route(self, record: logging.LogRecord) -> bool:
+        if _state["held"] and not getattr(record, "_keepalive_guard_replay", False):
             record._keepalive_guard_held = True  # for the forked workers, not this process
             return _wait(record)
         if _shown_elsewhere(self.logger, record):
@@ -74,9 +78,7 @@ class _Route(logging.Filter):
             if target.isEnabledFor(record.levelno):
                 target.handle(record)
             return False
-        if getattr(record, "_keepalive_guard_replay", False):
-            return False
-        return _wait(record)
+        return _wait(record)  # (a replayed record too: uvicorn was told to log nowhere yet)
 
 
 def _level_without_us(logger: logging.Logger) -> int:
@@ -125,9 +127,10 @@ def _wait(record: logging.LogRecord) -> bool:
         if not _state["exit"]:
             atexit.register(_at_exit)
             _state["exit"] = True
-    if hook:
-        _keepalive_guard_boot.when_imported("uvicorn.config", _hook_config)
-        _keepalive_guard_boot.when_imported("uvicorn.main", _hook_main)
+    if hook:  # (callbacks that never break the import they run in)
+        quietly = _keepalive_guard_boot._quietly
+        _keepalive_guard_boot.when_imported("uvicorn.config", quietly(_hook_config))
+        _keepalive_guard_boot.when_imported("uvicorn.main", quietly(_hook_main))
     return False
 
 
@@ -150,6 +153,7 @@ def release() -> None:
         del _waiting[:]
     for record in records:
         record._keepalive_guard_replay = True
+        record._keepalive_guard_held = False  # this process's own now
         record.process = os.getpid()  # made before a fork: it speaks for this process
         logging.getLogger(record.name).handle(record)
 

@@ -428,15 +428,19 @@ def test_outside_uvicorn_logger_as_before(workdir):
     (the logging module's last resort), the INFO/DEBUG line does not; nothing on stdout.
     The control run configures logging at WARNING, showing each record's level."""
     runs = []
-    for code in (OUTSIDE, CONFIGURED + OUTSIDE):
+    # the third run makes uvicorn configure no logging (log_config=None): the waiting
+    # records are offered again, find no handler, and still reach stderr once, at exit
+    told_nothing = OUTSIDE + 'import uvicorn\nuvicorn.Config("x:y", log_config=None)\n'
+    for code in (OUTSIDE, CONFIGURED + OUTSIDE, told_nothing):
         status, out, err = run_command(
             [sys.executable, "-c", code], env=env(), cwd=workdir, timeout=60
         )
         assert status == 0 and out == "", (out, err)
         runs.append([line for line in err.splitlines() if "keepalive-guard" in line])
-    bare, control = runs
+    bare, control, told_nothing = runs
     assert all(line.startswith("WARNING|") for line in control), control
     assert bare == [line[len("WARNING|") :] for line in control], (bare, control)
+    assert told_nothing == bare, (told_nothing, bare)
     if any_bug("h11"):
         assert bare, "the foreign patch should make a fix unrecognised"
 
