@@ -336,8 +336,10 @@ def guard_lines(log):
     return UVICORN_LINE.findall(log)
 
 
-def expected_level():
-    return "INFO" if activation_impl() else "DEBUG"
+def expected_levels():
+    """INFO where a backport applies; where none does, DEBUG, or INFO if a fix beyond
+    upstream (R1-R5) applies (the servers then run with --log-level debug)."""
+    return ("INFO",) if activation_impl() else ("DEBUG", "INFO")
 
 
 def test_cli_logs_activation_once(log_results):
@@ -349,7 +351,7 @@ def test_cli_logs_activation_once(log_results):
     impl = activation_impl() or "h11"
     assert len(lines) == 1, describe(result)
     level, text = lines[0]
-    assert level == expected_level(), describe(result)
+    assert level in expected_levels(), describe(result)
     import uvicorn
 
     assert text.startswith("uvicorn {} ({}): ".format(uvicorn.__version__, impl)), text
@@ -383,7 +385,7 @@ def test_uvicorn_run_workers_logs_in_each_process(log_results):
     assert result.get("error") is None and len(result["states"]) >= 2, describe(result)
     lines = guard_lines(result["log"])
     assert len(lines) == 3 * BUILT_PER_PROCESS, describe(result)
-    assert expected_level() in [level for level, _ in lines], describe(result)
+    assert {level for level, _ in lines} <= set(expected_levels()), describe(result)
 
 
 def test_user_logging_shows_line_once(log_results):
