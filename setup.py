@@ -32,9 +32,16 @@ def version():
 
 
 class BuildWithPth(build_py):
-    """build_py that also puts keepalive_guard.pth at the root of the build."""
+    """build_py that also puts keepalive_guard.pth at the root of the build.
+
+    It starts from an empty build directory: setuptools reuses ``build/lib``
+    between builds, so a module deleted from the source would otherwise stay
+    in every later wheel.
+    """
 
     def run(self):
+        if os.path.isdir(self.build_lib):
+            shutil.rmtree(self.build_lib)
         build_py.run(self)
         target = os.path.join(self.build_lib, PTH)
         self.mkpath(self.build_lib)
