@@ -45,7 +45,7 @@ def main(argv=None):
     wheel = envs.build_wheel(HERE.parent, HERE / ".work" / "dist")
     info = envs.build_env(args.uvicorn, python, wheel)
     installed = ", ".join("{} {}".format(k, v) for k, v in sorted(info["versions"].items()))
-    print("installed: {} ({} recipe)\n".format(installed, info["recipe"]), flush=True)
+    print("installed in a fresh environment: {}\n".format(installed), flush=True)
     command = [info["python"], "-m", "keepalive_guard", "verify"] + (
         ["--json"] if args.json else []
     )

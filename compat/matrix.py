@@ -958,7 +958,7 @@ def git_tree() -> str:
             timeout=T_GIT,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "keepalive_guard", "pyproject.toml"],
+            ["git", "status", "--porcelain", "--", "keepalive_guard", "pyproject.toml", "setup.py"],
             cwd=str(ROOT),
             capture_output=True,
             text=True,

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 import envs  # noqa: E402
 import fingerprints  # noqa: E402
 import interpreters  # noqa: E402
+import sdist_check  # noqa: E402
 
 #: One release per code family, the boundary releases on both sides of each
 #: upstream fix, the oldest Pythons users are stuck on (3.6, 3.7), and the
@@ -152,6 +153,8 @@ def main(argv=None):
 
     if not args.no_lint and not lint():
         print("compat: ruff found problems", file=sys.stderr)
+        return 1
+    if not args.cells and sdist_check.main([]) != 0:  # the default (CI) run only
         return 1
     wheel = envs.build_wheel(ROOT, WORK / "dist")
     found = interpreters.find_interpreters()

@@ -40,6 +40,11 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
         print(report.format())
+        print(
+            "(the decisions in this command's own process, where status installed the guard;\n"
+            " a server applies them only if started through one of the README's routes, "
+            "e.g. KEEPALIVE_GUARD=1)"
+        )
         print("fixes:")
         for fix in CATALOGUE.values():
             print("  {:<3} {} ({})".format(fix.id, fix.summary, fix.upstream))

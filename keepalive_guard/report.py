@@ -3,6 +3,8 @@
 import logging
 from typing import Dict, List, Optional
 
+from . import serverlog
+
 APPLIED = "applied"
 FIXED_UPSTREAM = "fixed upstream"
 NOT_APPLICABLE = "not applicable"
@@ -13,6 +15,7 @@ PENDING = "pending"
 STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
 
 logger = logging.getLogger("keepalive_guard")
+serverlog.attach(logger)  # into a uvicorn server's own log (see serverlog)
 
 
 class FixStatus(object):
@@ -84,7 +87,7 @@ class Report(object):
 
     def format(self) -> str:
         lines = [
-            "keepalive-guard: {}{}".format(
+            "keepalive-guard in this process: {}{}".format(
                 "installed" if self.installed else "not installed",
                 " (strict)" if self.strict else "",
             ),

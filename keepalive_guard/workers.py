@@ -8,9 +8,13 @@ else of ``uvicorn.workers`` (deprecated upstream since uvicorn 0.30).  Each
 keeps its base's settings and swaps the ``http`` entry of ``CONFIG_KWARGS``
 (merged last into ``Config`` on every release) for the guarded class of the
 same implementation; uvicorn's own classes are not touched.
+
+gunicorn makes each worker object in the master and forks: the guarded
+class is built there, so its log line is held (``serverlog.held``) and each
+worker logs it after the fork, in the server's log (``serverlog.release``).
 """
 
-from . import protocols
+from . import protocols, serverlog
 
 try:
     from uvicorn_worker import UvicornH11Worker as _BaseH11Worker
@@ -39,16 +43,36 @@ class _GuardedKwargs(object):
         return self.kwargs
 
 
+def _held_init(base: type):
+    def __init__(self, *args, **kwargs):
+        with serverlog.held():  # in gunicorn's master
+            base.__init__(self, *args, **kwargs)
+
+    return __init__
+
+
+def _init_process(base: type):
+    def init_process(self):
+        serverlog.release()  # in the forked worker, its log set up
+        base.init_process(self)
+
+    return init_process
+
+
 class UvicornWorker(_BaseWorker):
     """The base ``UvicornWorker`` with keepalive-guard's fixes."""
 
     CONFIG_KWARGS = _GuardedKwargs(_BaseWorker)
+    __init__ = _held_init(_BaseWorker)
+    init_process = _init_process(_BaseWorker)
 
 
 class UvicornH11Worker(_BaseH11Worker):
     """The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes."""
 
     CONFIG_KWARGS = _GuardedKwargs(_BaseH11Worker)
+    __init__ = _held_init(_BaseH11Worker)
+    init_process = _init_process(_BaseH11Worker)
 
 
 __all__ = ["UvicornH11Worker", "UvicornWorker"]

@@ -47,5 +47,5 @@ FIX = Fix(
     broken={"h11": ("0.2.21", "0.53.0"), "httptools": None},
     hooks=_hooks,
     inspects=_inspects,
-    not_applicable={"httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"},
+    not_applicable={"httptools": "h11 only; the httptools upgrade race is fix R2"},
 )
