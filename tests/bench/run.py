@@ -1909,6 +1909,14 @@ def main(argv=None):
         help="interpreter for every environment (3.X or a path; default 3.11, "
         "the oldest that serves all three releases is 3.10)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config entry for this run, e.g. cg_loops=asyncio, cg_processes=3, "
+        "cg_reference=0 (comma-separated for tuples); recorded in the results' config",
+    )
     parser.add_argument("--pairs", type=int, help="A/B pairs per throughput case")
     parser.add_argument("--duration", type=int, help="seconds per wrk run")
     parser.add_argument("--out", type=Path, help="results.json path (RESULTS.md beside it)")
@@ -1947,6 +1955,17 @@ def main(argv=None):
         cfg["pairs"] = args.pairs
     if args.duration:
         cfg["duration"] = args.duration
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            parser.error("--set {}: no such config entry ({})".format(key, ", ".join(cfg)))
+        old = cfg[key]
+        if isinstance(old, tuple):
+            cfg[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(old, bool):
+            cfg[key] = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            cfg[key] = type(old)(value)
     sections = args.only or list(SECTIONS)
 
     def on_signal(signum, frame):
