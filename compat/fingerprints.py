@@ -14,7 +14,7 @@ Two modes:
     "_python": "3.x.y", "_skipped": {release: reason}}``.
 
 ``python compat/fingerprints.py generate --wheels DIR``
-    Download missing wheels (uvicorn 0.11.0 to 0.54.0, without the yanked
+    Download missing wheels (uvicorn 0.11.0 to 0.55.0, without the yanked
     0.17.0) into DIR, run ``compute`` under every CPython 3.6-3.13 found,
     check that all interpreters that compiled a release agree, and write
     keepalive_guard/fingerprints.txt.  Interpreters: the environment variable
@@ -45,7 +45,7 @@ FINGERPRINT_PY = os.path.join(ROOT, "keepalive_guard", "fingerprint.py")
 OUTPUT = os.path.join(ROOT, "keepalive_guard", "fingerprints.txt")
 
 FIRST_RELEASE = "0.11.0"
-LAST_RELEASE = "0.54.0"
+LAST_RELEASE = "0.55.0"
 EXCLUDED_RELEASES = ("0.17.0",)  # yanked
 MINORS = tuple(range(6, 14))  # CPython 3.6 .. 3.13
 
@@ -63,6 +63,8 @@ METHODS = {
         "H11Protocol.handle_upgrade",
         "H11Protocol.handle_websocket_upgrade",
         "H11Protocol.timeout_keep_alive_handler",
+        "H11Protocol.connection_made",
+        "RequestResponseCycle.run_asgi",
         "RequestResponseCycle.__init__",
         "RequestResponseCycle.send",
         "RequestResponseCycle.receive",
@@ -75,6 +77,10 @@ METHODS = {
         "HttpToolsProtocol.connection_lost",
         "HttpToolsProtocol.data_received",
         "HttpToolsProtocol.timeout_keep_alive_handler",
+        "HttpToolsProtocol.connection_made",
+        "HttpToolsProtocol.handle_upgrade",
+        "HttpToolsProtocol.handle_websocket_upgrade",
+        "RequestResponseCycle.run_asgi",
         "RequestResponseCycle.__init__",
         "RequestResponseCycle.send",
         "RequestResponseCycle.receive",

@@ -20,7 +20,7 @@ HTTPTOOLS = "httptools"
 
 #: The releases this build of keepalive-guard has studied (inclusive).
 OLDEST_KNOWN = "0.11.0"
-NEWEST_KNOWN = "0.54.0"
+NEWEST_KNOWN = "0.55.0"
 
 
 class Implementation(object):
