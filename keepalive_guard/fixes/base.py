@@ -44,14 +44,18 @@ class CompletionHook(object):
 
 
 class Fix(object):
-    """One backported upstream fix.
+    """One fix: an upstream fix backported, or a race upstream never fixed.
 
     ``broken`` maps an implementation name to the releases that lack the fix,
     ``(first broken, first fixed)`` (the range includes the first and excludes
     the second), or to None where the bug does not exist there;
-    ``not_applicable`` then says why.  ``hooks(impl, version)`` and
-    ``inspects(impl, version)`` (the methods whose code must be recognised
-    before the hooks are safe) are version-aware.
+    ``not_applicable`` then says why.  A first fixed of None is an open
+    range: no upstream release has the fix (R1-R5), so every release from the
+    first broken on lacks it, newer ones too as long as their code matches.
+    ``hooks(impl, version)`` and ``inspects(impl, version)`` (the methods
+    whose code must be recognised before the hooks are safe) are
+    version-aware.  ``default`` False: only an explicit selection turns the
+    fix on (``all`` does not).
     """
 
     def __init__(
@@ -59,29 +63,42 @@ class Fix(object):
         id: str,
         summary: str,
         upstream: str,
-        broken: "Dict[str, Optional[Tuple[str, str]]]",
+        broken: "Dict[str, Optional[Tuple[str, Optional[str]]]]",
         hooks: "Callable[[str, Release], Tuple]",
         inspects: "Callable[[str, Release], Tuple[str, ...]]",
         not_applicable: "Optional[Dict[str, str]]" = None,
+        default: bool = True,
     ) -> None:
         self.id = id
         self.summary = summary
         self.upstream = upstream
         self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
         self.broken = {
-            impl: ((release(span[0]), release(span[1])) if span else None)
+            impl: ((release(span[0]), release(span[1]) if span[1] else None) if span else None)
             for impl, span in broken.items()
         }
         self.hooks = hooks
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
+        self.default = default
+
+    @property
+    def upstream_fixed(self) -> bool:
+        """False for a fix no upstream release has, on any implementation."""
+        return any(span is not None and span[1] is not None for span in self.broken.values())
 
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
         """True if ``version`` lacks the fix, False if it has it, None if n/a."""
         span = self.broken.get(impl)
         if span is None:
             return None
-        return span[0] <= version < span[1]
+        return span[0] <= version and (span[1] is None or version < span[1])
+
+    def applied_reason(self) -> str:
+        """How status words an applied fix: a backport, or a fix upstream lacks."""
+        if self.upstream_fixed:
+            return "backports {}".format(self.upstream)
+        return "no upstream fix; {}".format(self.upstream)
 
     def __repr__(self) -> str:
         return "<Fix {} {}>".format(self.id, self.upstream)

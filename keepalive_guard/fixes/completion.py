@@ -1,4 +1,4 @@
-"""The one wrapper of ``on_response_complete``: the steps of C, D and E.
+"""The one wrapper of ``on_response_complete``: the steps of C, D, E and R3.
 
 Every response of a production server passes through here, so the fixes
 that act when a response completes do not each wrap the method (a Python
@@ -8,28 +8,31 @@ must run: C, then D and the original method, or E's step in their place
 (h11: where a buffered request can start, i.e. both sides of the exchange
 done, which is most responses; httptools: whenever the transport is open).
 E's step cancels a pending timer before it arms one, which is D's work, so
-D's check runs only before the original.  What each step fixes, why,
-and for which releases: the fix's own module.  Without a lingering
-``receive()``, C and D cost an attribute read or two.
+D's check runs only before the original.  R3's check runs last: the
+current cycle is the one answered (none started since) and its body is
+still arriving.  What each step fixes,
+why, and for which releases: the fix's own module.  Without a lingering
+``receive()``, C, D and R3 cost an attribute read or two.
 """
 
 from typing import Callable, FrozenSet
 
 from .c_shared_message_event import isolate_next, reroute
+from .r3_body_after_response import watch
 from .timers import cancel_keepalive
 
 
 def wrap(impl: str, original: Callable, fixes: "FrozenSet[str]") -> Callable:
     """``original`` with the steps of the selected ``fixes`` around it."""
     return (_h11 if impl == "h11" else _httptools)(
-        original, "C" in fixes, "D" in fixes, "E" in fixes
+        original, "C" in fixes, "D" in fixes, "E" in fixes, "R3" in fixes
     )
 
 
-def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
+def _h11(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Callable:
     import h11  # the h11 this uvicorn runs with: only h11 releases get here
 
-    done, idle, closed = h11.DONE, h11.IDLE, h11.CLOSED
+    done, idle, closed, send_body = h11.DONE, h11.IDLE, h11.CLOSED, h11.SEND_BODY
 
     def on_response_complete(self):
         if c:  # C: a receive() of this request still waiting gets woken alone
@@ -45,7 +48,11 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
         ):
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            return original(self)
+            original(self)
+            # R3: this request answered (no other started), its body still arriving
+            if r3 and conn.their_state is send_body and self.cycle.response_complete:
+                watch(self, "h11")
+            return
         # E: what the original does when a buffered request can start, with
         # the timer armed only if none did (upstream arms, then cancels).
         self.server_state.total_requests += 1
@@ -65,7 +72,7 @@ def _h11(original: Callable, c: bool, d: bool, e: bool) -> Callable:
     return on_response_complete
 
 
-def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
+def _httptools(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Callable:
     def on_response_complete(self):
         queued = self.pipeline
         if c:  # C: a still-waiting receive() and the next queued request get separate events
@@ -77,21 +84,25 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool) -> Callable:
         if not e or self.transport.is_closing():
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            return original(self)
-        # E: what the original does, with the timer armed only if no request
-        # is queued (as upstream from 0.27.1).
-        self.server_state.total_requests += 1
-        if self.timeout_keep_alive_task is not None:
-            cancel_keepalive(self)
-        self.flow.resume_reading()
-        if queued:
-            cycle, app = queued.pop()
-            task = self.loop.create_task(cycle.run_asgi(app))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+            original(self)
         else:
+            # E: what the original does, with the timer armed only if no
+            # request is queued (as upstream from 0.27.1).
+            self.server_state.total_requests += 1
+            if self.timeout_keep_alive_task is not None:
+                cancel_keepalive(self)
+            self.flow.resume_reading()
+            if queued:
+                cycle, app = queued.pop()
+                task = self.loop.create_task(cycle.run_asgi(app))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+        # R3: this request answered (none queued or started), its body still arriving
+        if r3 and self.cycle.more_body and self.cycle.response_complete:
+            watch(self, "httptools")
 
     return on_response_complete
