@@ -650,3 +650,26 @@ def test_parse_version_agrees_with_the_pep440_subset_pattern():
     assert [c for c in cases if parse_version(c) != _oracle(c)] == []
     assert parse_version("0.27.0.post1") == (0, 27, 0, 1)
     assert parse_version("0.27.0rc1") is None
+
+
+def _foreign_timeout_handler(self):
+    pass
+
+
+def test_check_fails_on_an_r_fix_only_when_strict(guard, monkeypatch, capsys):
+    """An R fix (no upstream fix) refused on unknown code: reported; fails only --strict."""
+    from keepalive_guard import cli
+
+    # Only R3, R4 and R5 inspect the timer's handler.
+    monkeypatch.setattr(
+        h11_impl.H11Protocol, "timeout_keep_alive_handler", _foreign_timeout_handler
+    )
+    assert cli.main(["check"]) == 0
+    err = capsys.readouterr().err
+    assert "R3 (h11) not applied" in err and "R5 (h11) not applied" in err
+    guard.uninstall()
+    assert cli.main(["check", "--strict"]) == 1
+    assert "R5 (h11): unrecognised" in capsys.readouterr().err
+    guard.uninstall()
+    monkeypatch.undo()
+    assert cli.main(["check", "--strict"]) == 0
