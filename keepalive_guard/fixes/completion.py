@@ -8,15 +8,21 @@ must run: C, then D and the original method, or E's step in their place
 (h11: where a buffered request can start, i.e. both sides of the exchange
 done, which is most responses; httptools: whenever the transport is open).
 E's step cancels a pending timer before it arms one, which is D's work, so
-D's check runs only before the original.  R3's check runs last: the
-current cycle is the one answered (none started since) and its body is
-still arriving.  What each step fixes,
-why, and for which releases: the fix's own module.  Without a lingering
-``receive()``, C, D and R3 cost an attribute read or two.
+D's check runs only before the original.  On httptools releases that have
+E's upstream fix (0.27.1+), E's step is exactly the original's work, so it
+runs there in place of the original too (R3 is then the only step): that
+spares every response a call layer.  R3's check runs last: the current
+cycle is the one answered (none started since) and its body is still
+arriving.  What each step fixes, why, and for which releases: the fix's
+own module.  Without a lingering ``receive()``, C, D and R3 cost an
+attribute read or two.
 """
 
+import sys
 from typing import Callable, FrozenSet
 
+from ..implementations import parse_version
+from . import e_timer_during_request
 from .c_shared_message_event import isolate_next, reroute
 from .r3_body_after_response import watch
 from .timers import cancel_keepalive
@@ -24,9 +30,19 @@ from .timers import cancel_keepalive
 
 def wrap(impl: str, original: Callable, fixes: "FrozenSet[str]") -> Callable:
     """``original`` with the steps of the selected ``fixes`` around it."""
-    return (_h11 if impl == "h11" else _httptools)(
-        original, "C" in fixes, "D" in fixes, "E" in fixes, "R3" in fixes
-    )
+    if impl == "h11":
+        return _h11(original, "C" in fixes, "D" in fixes, "E" in fixes, "R3" in fixes)
+    # Where upstream has E's fix (0.27.1+), E's step is the original's own
+    # work: done here too, it spares every response the call of the original.
+    inline = "E" in fixes or _has_e_fix(impl)
+    start = "_start_asgi_task" in original.__code__.co_names  # 0.45.0+
+    return _httptools(original, "C" in fixes, "D" in fixes, inline, "R3" in fixes, start)
+
+
+def _has_e_fix(impl: str) -> bool:
+    """Whether the installed release has E's upstream fix (its code was checked by decide)."""
+    version = parse_version(getattr(sys.modules.get("uvicorn"), "__version__", None))
+    return version is not None and e_timer_during_request.FIX.is_broken(impl, version) is False
 
 
 def _h11(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Callable:
@@ -72,7 +88,7 @@ def _h11(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Callable:
     return on_response_complete
 
 
-def _httptools(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Callable:
+def _httptools(original: Callable, c: bool, d: bool, e: bool, r3: bool, start: bool) -> Callable:
     def on_response_complete(self):
         queued = self.pipeline
         if c:  # C: a still-waiting receive() and the next queued request get separate events
@@ -87,13 +103,17 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool, r3: bool) -> Calla
             original(self)
         else:
             # E: what the original does, with the timer armed only if no
-            # request is queued (as upstream from 0.27.1).
+            # request is queued (as upstream from 0.27.1, whose original this
+            # is: see wrap).
             self.server_state.total_requests += 1
             if self.timeout_keep_alive_task is not None:
                 cancel_keepalive(self)
             self.flow.resume_reading()
             if queued:
                 cycle, app = queued.pop()
+                if start:  # 0.45.0+: the method the original calls (contextvars option)
+                    self._start_asgi_task(cycle, app)
+                    return
                 task = self.loop.create_task(cycle.run_asgi(app))
                 task.add_done_callback(self.tasks.discard)
                 self.tasks.add(task)
