@@ -73,6 +73,7 @@ class Fix(object):
         self.summary = summary
         self.upstream = upstream
         self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
+        self.first_broken = {impl: (span[0] if span else None) for impl, span in broken.items()}
         self.broken = {
             impl: ((release(span[0]), release(span[1]) if span[1] else None) if span else None)
             for impl, span in broken.items()
@@ -94,11 +95,18 @@ class Fix(object):
             return None
         return span[0] <= version and (span[1] is None or version < span[1])
 
+    def absent_reason(self, impl: str, version: Release) -> str:
+        """Why ``version`` (with ``is_broken`` False) needs no fix: fixed, or not yet broken."""
+        first_broken, first_fixed = self.broken[impl]
+        if version < first_broken:
+            return "bug not present before {}".format(self.first_broken[impl])
+        return "fixed upstream in {}".format(self.first_fixed[impl])
+
     def applied_reason(self) -> str:
         """How status words an applied fix: a backport, or a fix upstream lacks."""
         if self.upstream_fixed:
             return "backports {}".format(self.upstream)
-        return "no upstream fix; {}".format(self.upstream)
+        return "no upstream fix ({})".format(self.upstream)
 
     def __repr__(self) -> str:
         return "<Fix {} {}>".format(self.id, self.upstream)

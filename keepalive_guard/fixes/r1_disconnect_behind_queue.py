@@ -91,7 +91,7 @@ def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
 FIX = Fix(
     id="R1",
     summary="httptools: a lost connection is not told to the request running before a queued one",
-    upstream="no upstream issue (h11 delivers the disconnect)",
+    upstream="no upstream issue; h11 is not affected",
     broken={"h11": None, "httptools": ("0.2.21", None)},
     hooks=_hooks,
     inspects=_inspects,

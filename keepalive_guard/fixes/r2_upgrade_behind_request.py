@@ -81,7 +81,7 @@ def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
 FIX = Fix(
     id="R2",
     summary="httptools: a pipelined WebSocket upgrade answered before the request ahead of it",
-    upstream="no upstream issue (h11 answers in order; its timer: PR #3107)",
+    upstream="no upstream issue; h11's timer side: PR #3107",
     broken={"h11": None, "httptools": ("0.2.21", None)},
     hooks=_hooks,
     inspects=_inspects,

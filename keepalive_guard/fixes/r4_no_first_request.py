@@ -60,7 +60,7 @@ def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
 FIX = Fix(
     id="R4",
     summary="a connection that never sends a request is never closed (opt-in)",
-    upstream="encode/uvicorn PR #1192 (closed unmerged)",
+    upstream="encode/uvicorn PR #1192, closed unmerged",
     broken={"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
     hooks=_hooks,
     inspects=_inspects,

@@ -59,7 +59,7 @@ def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
 FIX = Fix(
     id="R5",
     summary="the keep-alive timer keeps a reset connection's protocol alive",
-    upstream="no upstream issue; 0.18.3 cancels the timer only when exc is None",
+    upstream="no upstream issue; 0.18.3 cancels only when exc is None",
     broken={"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
     hooks=_hooks,
     inspects=_inspects,

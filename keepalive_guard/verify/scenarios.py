@@ -48,6 +48,20 @@ class Scenario(object):
         return len(self.log_marker.findall(server.log())) if self.log_marker else 0
 
 
+def _poll(server, path, done, timeout):
+    """GET ``path`` on a new connection until ``done(record)`` or ``timeout``; the last record."""
+    deadline = time.monotonic() + timeout
+    with server.client() as probe:
+        while True:
+            probe.send(get(path))
+            answer = probe.read_response(timeout=5)
+            assert answer is not None, "GET {} failed".format(path)
+            record = json.loads(answer.body.decode())
+            if done(record) or time.monotonic() > deadline:
+                return record
+            time.sleep(0.05)
+
+
 def c_post_body_hangs(server):
     """C: GET with a lingering disconnect listener, then a POST's body read hangs."""
     with server.client() as client:
@@ -80,16 +94,7 @@ def c_pipelined_listener_not_told(server):
         client.send(get("/sleep?s=0") + get("/listen?token=" + token) + get("/sleep?s=0"))
         responses = [client.read_response(timeout=5) for _ in range(3)]
         assert all(r is not None for r in responses), "pipelined responses missing"
-        with server.client() as probe:
-            deadline = time.monotonic() + TIMEOUT * 3
-            while True:
-                probe.send(get("/listening?token=" + token))
-                answer = probe.read_response(timeout=5)
-                assert answer is not None, "GET /listening failed"
-                record = json.loads(answer.body.decode())
-                if "told" in record or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
+        record = _poll(server, "/listening?token=" + token, lambda r: "told" in r, TIMEOUT * 3)
     return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
 
 
@@ -138,20 +143,6 @@ def e2_websocket_behind_request(server):
         )
         assert client.wait_closed(timeout=TIMEOUT * 1.8) is None, "WebSocket closed by the server"
     return False  # counted in the log
-
-
-def _poll(server, path, done, timeout):
-    """GET ``path`` on a new connection until ``done(record)`` or ``timeout``; the last record."""
-    deadline = time.monotonic() + timeout
-    with server.client() as probe:
-        while True:
-            probe.send(get(path))
-            answer = probe.read_response(timeout=5)
-            assert answer is not None, "GET {} failed".format(path)
-            record = json.loads(answer.body.decode())
-            if done(record) or time.monotonic() > deadline:
-                return record
-            time.sleep(0.05)
 
 
 def r1_running_request_not_told(server):
