@@ -6,10 +6,10 @@ oldest and the newest CPython the release supports here
 (``interpreters.supported_pythons``), this builds (or reuses) the release's
 environment with ``envs.build_env`` and runs, inside it:
 
-* ``python -m keepalive_guard status --json``: each fix's decision per
+* ``python -m keepalive_guard status --json --fixes all,R4``: each fix's decision per
   implementation, cross-checked against FIRST_FIXED below (an independent
   copy of BUGS.md's ranges);
-* ``python -m keepalive_guard verify --json``: each applicable bug reproduced
+* ``python -m keepalive_guard verify --json --fixes all,R4``: each applicable bug reproduced
   without the guard and checked with it (asyncio loop);
 * the same with ``--loop uvloop`` where uvloop installs and starts (uvloop is
   put in a separate ``--target`` directory on PYTHONPATH, never into the
@@ -79,19 +79,29 @@ import interpreters  # noqa: E402
 #: it is part of every cell's key, so results from an older procedure are redone.
 MATRIX_VERSION = "2"
 
-FIXES = ("C", "D", "E", "E2")
+FIXES = ("C", "D", "E", "E2", "R1", "R2", "R3", "R4", "R5")
 IMPLS = ("h11", "httptools")
+#: Every cell runs status and verify with every fix, the opt-in R4 too.
+SELECTION = "all,R4"
 
 #: First release with the upstream fix, per bug and implementation (BUGS.md,
 #: "The five seed bugs": every release from 0.2.21 up to the one before is
-#: broken).  None: the bug does not exist on that implementation (E2 is h11's;
-#: the httptools upgrade race R2 has no upstream fix and no backport).
+#: broken).  None: the bug does not exist on that implementation (E2 is h11's,
+#: R1 and R2 httptools').  NEVER: no release has the fix ("Still broken in
+#: the newest release"), broken from 0.2.21 on.
 #: Deliberately not taken from the package: this is the independent check.
+NEVER = "never"
+R_FIRST_BROKEN = "0.2.21"
 FIRST_FIXED = {
     "C": {"h11": "0.12.3", "httptools": "0.12.3"},
     "D": {"h11": "0.12.3", "httptools": "0.12.3"},
     "E": {"h11": "0.27.1", "httptools": "0.27.1"},
     "E2": {"h11": "0.53.0", "httptools": None},
+    "R1": {"h11": None, "httptools": NEVER},
+    "R2": {"h11": None, "httptools": NEVER},
+    "R3": {"h11": NEVER, "httptools": NEVER},
+    "R4": {"h11": NEVER, "httptools": NEVER},
+    "R5": {"h11": NEVER, "httptools": NEVER},
 }
 
 APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE = "applied", "fixed upstream", "not applicable"
@@ -136,6 +146,8 @@ def expected_state(fix: str, impl: str, release: str) -> str:
     first = FIRST_FIXED[fix][impl]
     if first is None:
         return NOT_APPLICABLE
+    if first == NEVER:
+        return APPLIED if version_key(release) >= version_key(R_FIRST_BROKEN) else NOT_APPLICABLE
     return APPLIED if version_key(release) < version_key(first) else FIXED_UPSTREAM
 
 
@@ -326,7 +338,7 @@ def judge_verify(result: dict, release: str) -> dict:
 
 
 def run_verify(py: Path, cwd: Path, release: str, loop: str, pythonpath=None) -> dict:
-    cmd = [py, "-m", "keepalive_guard", "verify", "--json"]
+    cmd = [py, "-m", "keepalive_guard", "verify", "--json", "--fixes", SELECTION]
     if loop != "asyncio":
         cmd += ["--loop", loop]
     res = run(cmd, timeout=T_VERIFY, env=clean_env(pythonpath), cwd=cwd)
@@ -582,7 +594,12 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
             % (info.get("versions", {}).get("uvicorn"), release)
         )
 
-    status = run([py, "-m", "keepalive_guard", "status", "--json"], T_STATUS, clean_env(), env_dir)
+    status = run(
+        [py, "-m", "keepalive_guard", "status", "--json", "--fixes", SELECTION],
+        T_STATUS,
+        clean_env(),
+        env_dir,
+    )
     data = parse_json(status["stdout"]) if status["rc"] == 0 and status["stdout"].strip() else None
     if data is None:
         cell["reasons"].append(
@@ -815,7 +832,8 @@ def write_markdown(data: dict, release_list: list) -> None:
         "(or `--cells 0.13.4@3.6`, `--python 3.6`; `--force` ignores reusable results).",
         "",
         "Each cell builds the release's environment (`compat/envs.py`), runs "
-        "`python -m keepalive_guard status --json` and `verify --json` (each applicable bug "
+        "`python -m keepalive_guard status --json --fixes all,R4` and "
+        "`verify --json --fixes all,R4` (each applicable bug, the opt-in R4 too, "
         "on 127.0.0.1, 5 concurrent connections per scenario, without then with the guard), "
         "and `verify --json --loop uvloop` where uvloop installs and starts. "
         "**Decisions** are the guard's per implementation, checked against BUGS.md's "
