@@ -23,7 +23,10 @@ i.e. once its response is complete and ``on_response_complete`` has run;
 the timer that armed is cancelled before it.  If that response closed the
 connection, there is nothing left to upgrade.  An unsupported upgrade's
 400 is answered in order the same way.  With no earlier request
-unanswered, the upgrade method runs at once, as before.
+unanswered, the upgrade method runs at once, as before.  Bytes the client
+sends after the upgrade request and before the ``101`` are dropped, as
+httptools' upstream path drops them (a WebSocket client waits for the
+``101`` before sending frames, RFC 6455 section 4.1).
 
 Hook: the upgrade method (once per upgrade); nothing on the request path.
 The deferred call is kept in the earlier cycle's ``on_response``, which
