@@ -14,11 +14,14 @@ given fixes, every one by default, the opt-in R4 too) before any test
 module imports uvicorn.  Prints both counts and exits non-zero unless the
 guarded run passes everything the unguarded run passes and nothing fails
 only with the guard.  Some sdists ship no tests (0.27.1's has only the
-package): that is reported, not worked around.  Tooling (Python 3.9+).
+package): that is reported; ``--source DIR`` then takes ``tests/`` and
+``pyproject.toml`` from a checkout of the release's tag instead.
+Tooling (Python 3.9+).
 """
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -91,6 +94,16 @@ def fetch_tests(release):
     return target if (target / "tests" / "protocols").is_dir() else None
 
 
+def copy_tests(release, source):
+    """tests/ and pyproject.toml from a source checkout of the release."""
+    target = WORK / "{}-source".format(release)
+    if target.exists():
+        shutil.rmtree(str(target))
+    shutil.copytree(str(Path(source) / "tests"), str(target / "tests"))
+    shutil.copy(str(Path(source) / "pyproject.toml"), str(target / "pyproject.toml"))
+    return target if (target / "tests" / "protocols").is_dir() else None
+
+
 def counts(output):
     """{"passed": n, ...} from pytest's summary line."""
     for line in reversed(output.splitlines()):
@@ -133,11 +146,16 @@ def main(argv=None):
     parser.add_argument("--uvicorn", required=True, help="release, e.g. 0.55.0")
     parser.add_argument("--python", default="3.13", help="3.X (default %(default)s)")
     parser.add_argument("--fixes", default="all,R4", help="guard selection (default %(default)s)")
+    parser.add_argument("--source", default=None, help="a checkout of the release's tag")
     args = parser.parse_args(argv)
 
-    tests_dir = fetch_tests(args.uvicorn)
+    tests_dir = copy_tests(args.uvicorn, args.source) if args.source else fetch_tests(args.uvicorn)
     if tests_dir is None:
-        print("uvicorn {}: its sdist ships no tests/protocols".format(args.uvicorn))
+        print(
+            "uvicorn {}: no tests/protocols in {}".format(
+                args.uvicorn, args.source or "its sdist (try --source)"
+            )
+        )
         return 2
     (tests_dir / "_keepalive_guard_upstream.py").write_text(PLUGIN)
     python = interpreters.find_interpreters().get(args.python, args.python)
