@@ -17,7 +17,7 @@ import wrapt
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
-from .fixes import CATALOGUE, FIX_IDS
+from .fixes import CATALOGUE, DEFAULT_FIX_IDS
 from .implementations import (
     IMPLEMENTATIONS,
     Implementation,
@@ -48,7 +48,7 @@ class _Applied(object):
 class _State(object):
     installed = False
     strict = False
-    selection: Tuple[str, ...] = FIX_IDS
+    selection: Tuple[str, ...] = DEFAULT_FIX_IDS
     applied: Dict[str, _Applied] = {}
     hooks_registered = False
 

@@ -8,8 +8,9 @@ all, and comes off whole or not at all.
 A patched method is a plain function whose ``__wrapped__`` is what it
 replaced, so the chain is introspectable and composes with wrapt-based
 instrumentors (OpenTelemetry, ddtrace, New Relic) on the same methods:
-one below ours is called bound, as wrapt's ``FunctionWrapper`` expects, and
-one above ours wraps a function like any other.  Not a ``FunctionWrapper``
+one below ours is called bound (``fixes.base.callable_original``), as
+wrapt's ``FunctionWrapper`` expects, and one above ours wraps a function
+like any other.  Not a ``FunctionWrapper``
 itself: binding one costs 3,000-6,000 instructions (wrapt 1.17-2.5, its C
 extension), and ``on_response_complete`` is bound on every request, where
 that alone is 2-4% of a small request's work (docs/design.md).
@@ -23,7 +24,7 @@ import wrapt
 
 from .errors import KeepaliveGuardError
 from .fixes import completion
-from .fixes.base import CompletionHook, MethodHook
+from .fixes.base import CompletionHook, MethodHook, callable_original
 
 MARK = "__keepalive_guard__"
 _MISSING = object()
@@ -61,7 +62,7 @@ class Patch(object):
 
 def is_ours(value: object) -> bool:
     """True for a replacement this copy of keepalive-guard built."""
-    return _ours.get(id(value)) is value
+    return _ours.get(id(value), _MISSING) is value
 
 
 def _is_wrapt_proxy(value: object) -> bool:
@@ -91,15 +92,6 @@ def unwrapped(value: object) -> object:
     return list(_layers(value))[-1]
 
 
-def _method(wrapper: Callable, inner: object) -> Callable:
-    """A plain function calling ``wrapper`` as wrapt would, with ``inner`` bound."""
-
-    def method(self, *args, **kwargs):
-        return wrapper(inner.__get__(self, type(self)), self, args, kwargs)
-
-    return method
-
-
 def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> "List[Patch]":
     """One Patch per (class, attribute), composing the hooks of every fix.
 
@@ -121,7 +113,7 @@ def build(hooks: "Sequence[Tuple[str, object]]", classes: "Dict[str, type]") -> 
         elif all(isinstance(hook, MethodHook) for _, hook in entries):
             replacement = inner
             for _, hook in entries:
-                method = _method(hook.wrapper, replacement)
+                method = hook.factory(callable_original(replacement))
                 replacement = _mark(functools.update_wrapper(method, replacement), fixes)
         else:
             raise KeepaliveGuardError("{}.{}: mixed hook kinds".format(cls.__name__, name))

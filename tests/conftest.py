@@ -14,12 +14,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from packaging.version import Version  # noqa: E402
 
+#: No upstream release has the fix (BUGS.md, "Still broken in the newest release").
+NEVER = "never"
+
 FIRST_FIXED = {
     "C": {"h11": "0.12.3", "httptools": "0.12.3"},
     "D": {"h11": "0.12.3", "httptools": "0.12.3"},
     "E": {"h11": "0.27.1", "httptools": "0.27.1"},
     "E2": {"h11": "0.53.0", "httptools": None},
+    "R1": {"h11": None, "httptools": NEVER},
+    "R2": {"h11": None, "httptools": NEVER},
+    "R3": {"h11": NEVER, "httptools": NEVER},
+    "R4": {"h11": NEVER, "httptools": NEVER},
+    "R5": {"h11": NEVER, "httptools": NEVER},
 }
+#: The first release with the keep-alive timer, where the R races begin.
+R_FIRST_BROKEN = "0.2.21"
+#: Fixes only an explicit selection turns on (not "all").
+OPT_IN = ("R4",)
 
 
 def uvicorn_version():
@@ -31,12 +43,19 @@ def uvicorn_version():
 def has_bug(bug, http):
     """True if the installed release has ``bug`` on ``http`` (BUGS.md)."""
     first_fixed = FIRST_FIXED[bug][http]
-    return first_fixed is not None and uvicorn_version() < Version(first_fixed)
+    if first_fixed is None:
+        return False
+    if first_fixed == NEVER:
+        return uvicorn_version() >= Version(R_FIRST_BROKEN)
+    return uvicorn_version() < Version(first_fixed)
 
 
 def any_bug(http):
-    """True if the installed release has any of the bugs on ``http``: the guard patches it."""
-    return any(has_bug(bug, http) for bug in FIRST_FIXED)
+    """True if the installed release has any of the bugs on ``http`` the default selection fixes.
+
+    Then the guard, installed as it comes, patches that implementation.
+    """
+    return any(has_bug(bug, http) for bug in FIRST_FIXED if bug not in OPT_IN)
 
 
 def _importable(name):

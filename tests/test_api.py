@@ -13,7 +13,7 @@ import threading
 import h11
 import pytest
 import uvicorn
-from conftest import FIRST_FIXED, any_bug, has_bug
+from conftest import FIRST_FIXED, NEVER, OPT_IN, any_bug, has_bug
 from packaging.version import Version
 from uvicorn.protocols.http import h11_impl
 
@@ -25,7 +25,8 @@ try:
 except ImportError:  # httptools not installed: the guard reports it not applicable
     httptools_impl = None
 
-FIXES = ("C", "D", "E", "E2")
+ALL_FIXES = ("C", "D", "E", "E2", "R1", "R2", "R3", "R4", "R5")
+FIXES = tuple(fix for fix in ALL_FIXES if fix not in OPT_IN)  # what "all" selects
 IMPLS = ("h11", "httptools")
 STATES = ("applied", "fixed upstream", "not applicable", "unrecognised", "disabled", "pending")
 
@@ -82,7 +83,7 @@ def states(report):
 
 
 def expected_states(selection=FIXES):
-    return {(fix, impl): expected(fix, impl, selection) for fix in FIXES for impl in IMPLS}
+    return {(fix, impl): expected(fix, impl, selection) for fix in ALL_FIXES for impl in IMPLS}
 
 
 ANY_APPLIED = any(expected(fix, impl) == "applied" for fix in FIXES for impl in LOADED_IMPLS)
@@ -98,7 +99,7 @@ def guard():
 
 
 def test_catalogue_and_error_type():
-    assert tuple(keepalive_guard.FIX_IDS) == FIXES
+    assert tuple(keepalive_guard.FIX_IDS) == ALL_FIXES
     assert issubclass(KeepaliveGuardError, ValueError)
     # The oracle's premise: ``cycle`` is an instance attribute in uvicorn.
     for cls, before in PRISTINE:
@@ -114,7 +115,7 @@ def test_install_returns_report(guard):
     assert report.installed is True and report.strict is False
     assert report.selected == list(FIXES)
     assert states(report) == expected_states()
-    assert len(report.fixes) == len(FIXES) * len(IMPLS)
+    assert len(report.fixes) == len(ALL_FIXES) * len(IMPLS)
     for s in report.fixes:
         assert s.state in STATES
         assert s.reason and s.upstream
@@ -123,9 +124,9 @@ def test_install_returns_report(guard):
     assert states(guard.status()) == expected_states()
     assert states(guard.status(import_modules=False)) == expected_states()
     as_dict = report.as_dict()
-    assert as_dict["installed"] is True and len(as_dict["fixes"]) == len(FIXES) * len(IMPLS)
+    assert as_dict["installed"] is True and len(as_dict["fixes"]) == len(ALL_FIXES) * len(IMPLS)
     text = report.format()
-    for fix in FIXES:
+    for fix in ALL_FIXES:
         assert "\n{} ".format(fix) in text
 
 
@@ -200,7 +201,7 @@ def test_install_uninstall_cycles(guard):
 def test_install_twice_is_idempotent(guard):
     guard.install()
     once = snapshot()
-    for again in (None, "all", "e2, d, C, e", ["C", "D", "E", "E2"]):
+    for again in (None, "all", "e2, d, C, e, r5, R3, r2, r1", list(FIXES), "all,R4,-R4"):
         report = guard.install(fixes=again)
         assert differences(once) == [], again
         assert states(report) == expected_states()
@@ -221,11 +222,15 @@ def test_uninstall_twice(guard):
     "fixes, selected",
     [
         ("C,D", ("C", "D")),
-        ("-E2", ("C", "D", "E")),
+        ("-E2", tuple(fix for fix in FIXES if fix != "E2")),
         (["E"], ("E",)),
         ("e2 c", ("C", "E2")),
-        ("ALL,-c,-D", ("E", "E2")),
+        ("ALL,-c,-D,-R1,-R2,-R3,-R5", ("E", "E2")),
         (("d",), ("D",)),
+        ("all,R4", ALL_FIXES),
+        ("r4", ("R4",)),
+        ("R4,-all", ()),
+        ("r3,R5", ("R3", "R5")),
     ],
 )
 def test_fix_selection(guard, fixes, selected):
@@ -236,7 +241,7 @@ def test_fix_selection(guard, fixes, selected):
     # Unselected fixes patch nothing the full set would not.
     partial = set(changed(PRISTINE))
     guard.uninstall()
-    guard.install()
+    guard.install(fixes="all,R4")
     assert partial <= set(changed(PRISTINE))
 
 
@@ -259,7 +264,7 @@ def test_misspelt_fix_raises_and_changes_nothing(guard, bad):
         guard.install(fixes=bad)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
-    for name in FIXES:
+    for name in ALL_FIXES:
         assert name in message
     assert differences(before) == []
     report = guard.status()
@@ -318,7 +323,8 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
     warnings = [
         r for r in caplog.records if r.name == "keepalive_guard" and r.levelno == logging.WARNING
     ]
-    # every fix relies on on_response_complete (C, D and E hook it; E2 reads it)
+    # every default fix on h11 relies on on_response_complete (C, D, E and R3
+    # hook it; E2 and R5 read it)
     timer_fixes = [fix for fix in FIXES if has_bug(fix, "h11")]
     for fix in FIXES:
         for impl in IMPLS:
@@ -350,7 +356,7 @@ def test_unrecognised_method_strict(guard, monkeypatch, how):
     kwargs = {"strict": True} if how == "argument" else {}
     if how == "environment":
         monkeypatch.setenv("KEEPALIVE_GUARD_STRICT", "1")
-    if any(has_bug(fix, "h11") for fix in ("D", "E", "E2")):
+    if any(has_bug(fix, "h11") for fix in ("D", "E", "E2", "R3", "R5")):
         with pytest.raises(KeepaliveGuardError) as info:
             guard.install(**kwargs)
         assert "H11Protocol.on_response_complete" in str(info.value)
@@ -380,7 +386,7 @@ def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
         "on_response_complete",
         _foreign_httptools_on_response_complete,
     )
-    if any(has_bug(fix, "httptools") for fix in ("C", "D", "E")):
+    if any(has_bug(fix, "httptools") for fix in ("C", "D", "E", "R1", "R2", "R3", "R5")):
         with pytest.raises(KeepaliveGuardError) as info:
             guard.install(strict=True)
         assert "HttpToolsProtocol.on_response_complete" in str(info.value)
@@ -400,7 +406,7 @@ def _foreign_handle_events(self):
     pass
 
 
-_H11_EVENT_FIXES = [fix for fix in ("C", "E", "E2") if has_bug(fix, "h11")]
+_H11_EVENT_FIXES = [fix for fix in ("C", "E", "E2", "R3") if has_bug(fix, "h11")]
 
 
 def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
@@ -425,9 +431,13 @@ def test_unsupported_uvicorn_version(guard, monkeypatch, caplog, version):
     report = guard.install()
     assert report.versions["uvicorn"] == version
     for s in report.fixes:
-        if (s.fix, s.implementation) == ("E2", "httptools"):
-            # h11-only on every release: structural, whatever the version says.
+        if FIRST_FIXED[s.fix][s.implementation] is None:
+            # E2 h11-only, R1 and R2 httptools-only on every release: structural,
+            # whatever the version says.
             assert s.state == "not applicable", s
+            continue
+        if s.fix in OPT_IN:
+            assert s.state == "disabled", s
             continue
         assert s.state == "unrecognised", s
         assert version in s.reason
@@ -442,8 +452,12 @@ def test_unsupported_uvicorn_version(guard, monkeypatch, caplog, version):
 
 
 def test_newer_release_than_studied_keeps_upstream_fixes(guard, monkeypatch, caplog):
-    """What upstream fixed stays fixed in a release newer than any studied: no WARNING."""
+    """What upstream fixed stays fixed in a release newer than any studied: no WARNING.
+    A fix with no upstream fix is decided by the (here unchanged, studied) code."""
+    from keepalive_guard.fingerprint import studied
+
     caplog.set_level(logging.INFO, logger="keepalive_guard")
+    newest = uvicorn.__version__ == studied()[-1]
     monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
     report = guard.install()
     for fix in FIXES:
@@ -451,10 +465,14 @@ def test_newer_release_than_studied_keeps_upstream_fixes(guard, monkeypatch, cap
             s = report.get(fix, impl)
             if FIRST_FIXED[fix][impl] is None:
                 assert s.state == "not applicable", s
+            elif FIRST_FIXED[fix][impl] == NEVER:
+                if newest:  # the newest release's code, studied (else maybe not all of it)
+                    assert s.state == ("disabled" if fix in OPT_IN else "applied"), s
             else:
                 assert s.state == "fixed upstream", s
                 assert "newer than the releases studied" in s.reason, s
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    if newest:
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     guard.uninstall()
     assert differences(PRISTINE) == []
 
@@ -498,7 +516,9 @@ def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch
 
     monkeypatch.setattr(keepalive_guard.fingerprint, "open_table", unreadable)
     report = guard.install()
-    checked = [s for s in report.fixes if s.state not in ("fixed upstream", "not applicable")]
+    checked = [
+        s for s in report.fixes if s.state not in ("fixed upstream", "not applicable", "disabled")
+    ]
     assert len(checked) == len([1 for f in FIXES for i in IMPLS if has_bug(f, i)])
     for s in checked:
         assert s.state == "unrecognised", s
@@ -675,3 +695,26 @@ def test_parse_version_is_pep440():
     assert parse_version(" v0.12.2 ") == parse_version("0.12.2")
     for bad in ("", None, "not-a-version", "0.27.0+", "0.27..0"):
         assert parse_version(bad) is None, bad
+
+
+def _foreign_timeout_handler(self):
+    pass
+
+
+def test_check_fails_on_an_r_fix_only_when_strict(guard, monkeypatch, capsys):
+    """An R fix (no upstream fix) refused on unknown code: reported; fails only --strict."""
+    from keepalive_guard import cli
+
+    # Only R3, R4 and R5 inspect the timer's handler.
+    monkeypatch.setattr(
+        h11_impl.H11Protocol, "timeout_keep_alive_handler", _foreign_timeout_handler
+    )
+    assert cli.main(["check"]) == 0
+    err = capsys.readouterr().err
+    assert "R3 (h11) not applied" in err and "R5 (h11) not applied" in err
+    guard.uninstall()
+    assert cli.main(["check", "--strict"]) == 1
+    assert "R5 (h11): unrecognised" in capsys.readouterr().err
+    guard.uninstall()
+    monkeypatch.undo()
+    assert cli.main(["check", "--strict"]) == 0

@@ -8,6 +8,7 @@ in for the original when a buffered request can start) and the h11 upgrade
 method.  The patcher builds one replacement per method (``patcher``).
 """
 
+import types
 from typing import Callable, Dict, Optional, Tuple
 
 from ..implementations import Release, release
@@ -16,20 +17,31 @@ from ..implementations import Release, release
 PROTOCOL = "protocol"
 
 
-class MethodHook(object):
-    """Wrap ``role.name`` with ``wrapper(wrapped, instance, args, kwargs)``.
+def callable_original(inner: object) -> Callable:
+    """``inner`` as ``original(self, *args, **kwargs)``: itself if a plain function,
+    else bound first (a wrapt wrapper called unbound would see ``instance`` None)."""
+    if type(inner) is types.FunctionType:  # not isinstance: a wrapt proxy passes that
+        return inner
 
-    wrapt's protocol: ``wrapped`` is the method as it was, bound to
-    ``instance``, so another instrumentor's wrapper below ours still runs;
-    ``args`` and ``kwargs`` are the call's.
+    def original(self, *args, **kwargs):
+        return inner.__get__(self, type(self))(*args, **kwargs)
+
+    return original
+
+
+class MethodHook(object):
+    """Wrap ``role.name``: ``factory(original)`` returns the replacement.
+
+    ``original(self, *args, **kwargs)`` calls what the class held before,
+    bound as a wrapt-based instrumentor's wrapper there expects.
     """
 
     kind = "method"
 
-    def __init__(self, role: str, name: str, wrapper: Callable) -> None:
+    def __init__(self, role: str, name: str, factory: Callable) -> None:
         self.role = role
         self.name = name
-        self.wrapper = wrapper
+        self.factory = factory
 
 
 class CompletionHook(object):
@@ -84,6 +96,11 @@ class Fix(object):
         self.not_applicable = not_applicable or {}
         self.default = default
         self.absent = absent
+
+    @property
+    def upstream_fixed(self) -> bool:
+        """False for a fix no upstream release has, on any implementation (R1-R5)."""
+        return any(first_fixed is not None for first_fixed in self.first_fixed.values())
 
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
         """True if ``version`` has the bug, False if not, None if never on ``impl``."""

@@ -1,4 +1,4 @@
-"""The one wrapper of ``on_response_complete``: the steps of C, D and E.
+"""The one wrapper of ``on_response_complete``: the steps of C, D, E and R3.
 
 Every response of a production server passes through here, so the fixes
 that act when a response completes do not each wrap the method (a Python
@@ -8,9 +8,14 @@ must run: C, then D and the original method, or E's step in their place
 (h11: where a buffered request can start, i.e. both sides of the exchange
 done, which is most responses; httptools: whenever the transport is open).
 E's step cancels a pending timer before it arms one, which is D's work, so
-D's check runs only before the original.  What each step fixes, why,
-and for which releases: the fix's own module.  Without a lingering
-``receive()``, C and D cost an attribute read or two.
+D's check runs only before the original.  On httptools releases that have
+E's upstream fix (0.27.1+), E's step is exactly the original's work, so it
+runs there in place of the original too (R3 is then the only step): that
+spares every response a call layer.  R3's check runs last: the current
+cycle is the one answered (none started since) and its body is still
+arriving.  What each step fixes, why, and for which releases: the fix's
+own module.  Without a lingering ``receive()``, C, D and R3 cost an
+attribute read or two.
 
 E's step stands in for the original only when what it wraps is uvicorn's
 own function; over another instrumentor's wrapper (wrapt's, say) it calls
@@ -18,33 +23,41 @@ that and then does upstream's own E fix, cancelling the timer once a
 request has started, so the other wrapper's behaviour is kept.
 """
 
-import types
 from typing import Callable, FrozenSet
 
+from ..implementations import parse_version, uvicorn_version_text
+from . import e_timer_during_request
+from .base import callable_original
 from .c_shared_message_event import isolate_next, reroute
+from .r3_body_after_response import watch
 from .timers import cancel_keepalive
 
 
 def wrap(impl: str, fixes: "FrozenSet[str]", inner: object) -> Callable:
     """``on_response_complete`` with the steps of the selected ``fixes``, over ``inner``
     (uvicorn's function, or what another instrumentor put there)."""
-    direct = type(inner) is types.FunctionType  # not isinstance: a wrapt proxy passes that
-    if direct:
-        original = inner
-    else:
+    original = callable_original(inner)
+    direct = original is inner
+    e = "E" in fixes
+    if impl == "h11":
+        return _h11(original, "C" in fixes, "D" in fixes, e, "R3" in fixes, direct)
+    # Where upstream has E's fix (0.27.1+), E's step is the original's own
+    # work: done here too, it spares every response the call of the original.
+    stand_in = direct and (e or _has_e_fix(impl))
+    start = direct and "_start_asgi_task" in inner.__code__.co_names  # 0.45.0+
+    return _httptools(original, "C" in fixes, "D" in fixes, e, stand_in, "R3" in fixes, start)
 
-        def original(self):
-            return inner.__get__(self, type(self))()  # bound, as the instrumentor expects
 
-    return (_h11 if impl == "h11" else _httptools)(
-        original, "C" in fixes, "D" in fixes, "E" in fixes, direct
-    )
+def _has_e_fix(impl: str) -> bool:
+    """Whether the installed release has E's upstream fix (its code was checked by decide)."""
+    version = parse_version(uvicorn_version_text())
+    return version is not None and e_timer_during_request.FIX.is_broken(impl, version) is False
 
 
-def _h11(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callable:
+def _h11(original: Callable, c: bool, d: bool, e: bool, r3: bool, direct: bool) -> Callable:
     import h11  # the h11 this uvicorn runs with: only h11 releases get here
 
-    done, idle, closed = h11.DONE, h11.IDLE, h11.CLOSED
+    done, idle, closed, send_body = h11.DONE, h11.IDLE, h11.CLOSED, h11.SEND_BODY
     stand_in = e and direct
 
     def on_response_complete(self):
@@ -61,12 +74,14 @@ def _h11(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callabl
         ):
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
-            result = original(self)
-            if e and not direct:  # E as upstream: no timer once a request started
-                state = conn.their_state
-                if state is not idle and state is not closed:
-                    cancel_keepalive(self)
-            return result
+            original(self)
+            state = conn.their_state
+            if e and not direct and state is not idle and state is not closed:
+                cancel_keepalive(self)  # E as upstream: no timer once a request started
+            # R3: this request answered (no other started), its body still arriving
+            if r3 and state is send_body and self.cycle.response_complete:
+                watch(self, "h11")
+            return
         # E: what the original does when a buffered request can start, with
         # the timer armed only if none did (upstream arms, then cancels).
         self.server_state.total_requests += 1
@@ -86,9 +101,9 @@ def _h11(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callabl
     return on_response_complete
 
 
-def _httptools(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> Callable:
-    stand_in = e and direct
-
+def _httptools(
+    original: Callable, c: bool, d: bool, e: bool, stand_in: bool, r3: bool, start: bool
+) -> Callable:
     def on_response_complete(self):
         queued = self.pipeline
         if c:  # C: a still-waiting receive() and the next queued request get separate events
@@ -101,24 +116,31 @@ def _httptools(original: Callable, c: bool, d: bool, e: bool, direct: bool) -> C
             if d and self.timeout_keep_alive_task is not None:  # D: no second timer over one
                 cancel_keepalive(self)
             waiting = len(queued)
-            result = original(self)
+            original(self)
             if e and len(queued) < waiting:  # E as upstream: no timer once a request started
                 cancel_keepalive(self)
-            return result
-        # E: what the original does, with the timer armed only if no request
-        # is queued (as upstream from 0.27.1).
-        self.server_state.total_requests += 1
-        if self.timeout_keep_alive_task is not None:
-            cancel_keepalive(self)
-        self.flow.resume_reading()
-        if queued:
-            cycle, app = queued.pop()
-            task = self.loop.create_task(cycle.run_asgi(app))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
         else:
+            # E: what the original does, with the timer armed only if no
+            # request is queued (as upstream from 0.27.1, whose original this
+            # is: see wrap).
+            self.server_state.total_requests += 1
+            if self.timeout_keep_alive_task is not None:
+                cancel_keepalive(self)
+            self.flow.resume_reading()
+            if queued:
+                cycle, app = queued.pop()
+                if start:  # 0.45.0+: the method the original calls (contextvars option)
+                    self._start_asgi_task(cycle, app)
+                    return
+                task = self.loop.create_task(cycle.run_asgi(app))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
+        # R3: this request answered (none queued or started), its body still arriving
+        if r3 and self.cycle.more_body and self.cycle.response_complete:
+            watch(self, "httptools")
 
     return on_response_complete

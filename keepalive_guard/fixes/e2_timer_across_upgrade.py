@@ -11,7 +11,7 @@ branch; we cancel on entry to the upgrade method, which that branch calls
 before anything else can happen to the connection.
 """
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 from ..implementations import Release, release
 from .base import PROTOCOL, Fix, MethodHook
@@ -23,9 +23,12 @@ def upgrade_method(version: Release) -> str:
     return "handle_upgrade" if version < release("0.19.0") else "handle_websocket_upgrade"
 
 
-def _cancel_before(wrapped, instance, args, kwargs):
-    cancel_keepalive(instance)
-    return wrapped(*args, **kwargs)
+def _cancel_before(original: Callable) -> Callable:
+    def upgrade(self, *args, **kwargs):
+        cancel_keepalive(self)
+        return original(self, *args, **kwargs)
+
+    return upgrade
 
 
 def _hooks(impl: str, version: Release) -> Tuple:
