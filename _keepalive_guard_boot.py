@@ -9,10 +9,11 @@ that never imports uvicorn never loads this module.  This module does as
 little as possible and never raises into an import:
 
 * ``when_imported(name, callback)`` calls ``callback(module)`` once ``name``
-  has finished importing (at once if it already has): the guard patches
-  uvicorn's protocol modules this way whenever they load.  A meta path finder
-  acts on registered names only; every other import costs one dict look-up,
-  and only while a callback is awaited: once none is, it leaves
+  has finished importing (at once if it already has): ``boot()`` registers
+  the ``--http`` names this way.  (The guard itself uses wrapt's post-import
+  hooks; this module cannot: see ``_keepalive_guard_hook``.)  A meta path
+  finder acts on registered names only; every other import costs one dict
+  look-up, and only while a callback is awaited: once none is, it leaves
   ``sys.meta_path``, and so does the start-up hook's finder.
 * ``boot()`` registers the ``--http guarded|guarded-h11|guarded-httptools``
   names for when ``uvicorn.config`` loads (so they work on every release and

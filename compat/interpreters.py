@@ -201,6 +201,7 @@ def parse_release(version: str) -> Tuple[int, ...]:
 # 0.16.0 declare 3.6-3.10 by classifiers but install and serve on 3.11-3.13
 # with the no-deps fallback, so their range starts at 3.6 and runs to 3.13.
 _FLOORS = [
+    ((0, 55, 0), 11),  # 0.55.0: >=3.11
     ((0, 40, 0), 10),  # 0.40.0-0.54.0: >=3.10
     ((0, 34, 0), 9),  # 0.34.0-0.39.0: >=3.9
     ((0, 23, 0), 8),  # 0.23.0-0.33.0: >=3.8

@@ -1,14 +1,16 @@
-"""The compatibility matrix: keepalive-guard on every uvicorn release 0.11.0 to 0.54.0.
+"""The compatibility matrix: keepalive-guard on every studied uvicorn release.
 
-Issue #3.  For every release in ``keepalive_guard/fingerprints.txt``
-(0.11.0 to 0.54.0 with the .post releases, without the yanked 0.17.0), on the
-oldest and the newest CPython the release supports here
-(``interpreters.supported_pythons``), this builds (or reuses) the release's
-environment with ``envs.build_env`` and runs, inside it:
+Issues #3, #19, #20, #22.  For every release in the ``releases`` line of
+``keepalive_guard/fingerprints.txt`` (0.2.0 to the newest studied, with the
+pre- and .post releases, without the yanked 0.17.0), on the oldest and the
+newest CPython the release supports here (``interpreters.supported_pythons``),
+this builds (or reuses) the release's environment with ``envs.build_env`` and
+runs, inside it, with every fix selected, the opt-in R4 too (``--fixes
+all,R4``; ``--fixes`` here changes that):
 
 * ``python -m keepalive_guard status --json``: each fix's decision per
-  implementation, cross-checked against FIRST_FIXED below (an independent
-  copy of BUGS.md's ranges);
+  implementation, cross-checked against BROKEN below (an independent copy of
+  BUGS.md's ranges);
 * ``python -m keepalive_guard verify --json``: each applicable bug reproduced
   without the guard and checked with it (asyncio loop);
 * the same with ``--loop uvloop`` where uvloop installs and starts (uvloop is
@@ -21,10 +23,10 @@ A cell is
   the guard and fixed with it on every loop that ran;
 * ``flagged``: green, except that an applicable bug did not reproduce without
   the guard (the check lost its teeth) on the retry too;
-* ``failed``: the environment cannot be built, a decision is unrecognised or
-  differs from FIRST_FIXED, verify's applicable set differs from the expected
-  one, a scenario errors, or the guard did not fix an applicable bug (after
-  the retry);
+* ``failed``: the environment cannot be built, a decision is missing,
+  unrecognised or differs from BROKEN, verify's applicable set differs from
+  the expected one, a scenario errors, or the guard did not fix an applicable
+  bug (after the retry);
 * ``skipped``: no interpreter for that Python here (never a pass).
 
 A verify run that shows any problem is repeated (``--retries``, default 1);
@@ -34,17 +36,24 @@ attempts recorded.
     python3 compat/matrix.py                          # the full matrix
     python3 compat/matrix.py --release 0.13.4         # one release (both cells)
     python3 compat/matrix.py --python 3.6             # every cell on 3.6
-    python3 compat/matrix.py --cells 0.13.4@3.6,0.54.0@3.13
+    python3 compat/matrix.py --cells 0.13.4@3.6,0.55.0@3.13
     python3 compat/matrix.py --force --jobs 3         # ignore reusable results
     python3 compat/matrix.py --report                 # only rewrite RESULTS.md
 
+A new uvicorn release joins the matrix with ``python3 compat/fingerprints.py
+add-release X``, which runs its cells too.
+
 Results: compat/results.json (every cell, machine-readable) and
 compat/RESULTS.md (the table).  A cell whose inputs (release, interpreter
-version, the package's files, environment recipe, MATRIX_VERSION) are unchanged is
-reused from results.json unless ``--force``; failed and skipped cells are
-always run again.  Exits 1 if any cell of the matrix is failed.
+version, the package's files, environment recipe, fix selection, expected
+decisions, MATRIX_VERSION) are unchanged is reused from results.json unless
+``--force``; failed and skipped cells are always run again.  The package's
+files are what its wheel installs plus the metadata pyproject.toml gives it,
+without the README (the wheel's long description): a README edit reruns
+nothing.  Exits 1 if any selected cell failed.
 
-Tooling (Python 3.9+, standard library only, plus uv which envs.py installs).
+Tooling (Python 3.9+, standard library plus ``packaging``, and uv which
+envs.py installs).
 """
 
 from __future__ import annotations
@@ -65,6 +74,8 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from packaging.version import Version
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK = HERE / ".work"
@@ -73,28 +84,43 @@ RESULTS_MD = HERE / "RESULTS.md"
 sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402
+import fingerprints  # noqa: E402
 import interpreters  # noqa: E402
 
 #: Bump when the procedure of a cell (what is run, how it is judged) changes:
 #: it is part of every cell's key, so results from an older procedure are redone.
-MATRIX_VERSION = "2"
+MATRIX_VERSION = "3"
 
-FIXES = ("C", "D", "E", "E2")
 IMPLS = ("h11", "httptools")
 
-#: First release with the upstream fix, per bug and implementation (BUGS.md,
-#: "The five seed bugs": every release from 0.2.21 up to the one before is
-#: broken).  None: the bug does not exist on that implementation (E2 is h11's;
-#: the httptools upgrade race R2 has no upstream fix and no backport).
+#: Per fix and implementation, (first broken release, first fixed release or
+#: None: no upstream fix), or None: the bug does not exist there.  BUGS.md's
+#: tables; the R races begin where the keep-alive timer and the shared
+#: message_event appear (0.2.21) and run to the newest release.  Before the
+#: first broken release the bug cannot exist ("not applicable").
 #: Deliberately not taken from the package: this is the independent check.
-FIRST_FIXED = {
-    "C": {"h11": "0.12.3", "httptools": "0.12.3"},
-    "D": {"h11": "0.12.3", "httptools": "0.12.3"},
-    "E": {"h11": "0.27.1", "httptools": "0.27.1"},
-    "E2": {"h11": "0.53.0", "httptools": None},
+BROKEN = {
+    "A": {"h11": ("0.2.0", "0.2.6"), "httptools": ("0.2.0", "0.2.6")},
+    "B": {"h11": ("0.2.21", "0.3.27"), "httptools": ("0.2.21", "0.3.27")},
+    "C": {"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
+    "D": {"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
+    "E": {"h11": ("0.2.21", "0.27.1"), "httptools": ("0.2.21", "0.27.1")},
+    "E2": {"h11": ("0.2.21", "0.53.0"), "httptools": None},
+    "R1": {"h11": None, "httptools": ("0.2.21", None)},
+    "R2": {"h11": None, "httptools": ("0.2.21", None)},
+    "R3": {"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
+    "R4": {"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
+    "R5": {"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
 }
+FIXES = tuple(BROKEN)
+
+#: The selection status and verify run with (``--fixes``): every fix, the
+#: opt-in R4 too ("all" is every fix but R4, as in the package).
+DEFAULT_SELECTION = "all,R4"
+SELECTION = DEFAULT_SELECTION
 
 APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE = "applied", "fixed upstream", "not applicable"
+DISABLED = "disabled"
 
 #: uvicorn <= 0.13.4 does not start with uvloop >= 0.22 (UVICORN-HISTORY.md).
 UVLOOP_CAP_UPTO = (0, 13, 4)
@@ -118,25 +144,29 @@ _save_lock = threading.Lock()
 
 
 def releases() -> list:
-    """The ``releases`` line of keepalive_guard/fingerprints.txt."""
-    for line in (ROOT / "keepalive_guard" / "fingerprints.txt").read_text().splitlines():
-        if line.startswith("releases "):
-            return line.split()[1:]
-    raise SystemExit("no releases line in keepalive_guard/fingerprints.txt")
+    """The ``releases`` line of keepalive_guard/fingerprints.txt (PEP 440 order)."""
+    return fingerprints.studied_releases()
 
 
-def version_key(text: str) -> tuple:
-    """PEP 440 order of uvicorn's releases: 0.27.0 < 0.27.0.post1 < 0.27.1."""
-    base, _, post = text.partition(".post")
-    parts = [int(p) for p in base.split(".")]
-    return tuple((parts + [0, 0, 0])[:3]) + (int(post) if post else -1,)
+def selected(selection: str) -> set:
+    """The fix ids a selection names (the package's syntax: all, NAME, -NAME)."""
+    tokens = selection.replace(",", " ").split()
+    chosen = set(FIXES) if tokens and tokens[0].startswith("-") else set()
+    for token in tokens:
+        name = token.lstrip("-").upper()
+        names = set(FIXES) - {"R4"} if name == "ALL" else {name}
+        chosen = chosen - names if token.startswith("-") else chosen | names
+    return chosen
 
 
 def expected_state(fix: str, impl: str, release: str) -> str:
-    first = FIRST_FIXED[fix][impl]
-    if first is None:
+    if fix not in selected(SELECTION):
+        return DISABLED
+    span = BROKEN[fix][impl]
+    if span is None or Version(release) < Version(span[0]):
         return NOT_APPLICABLE
-    return APPLIED if version_key(release) < version_key(first) else FIXED_UPSTREAM
+    fixed = span[1]
+    return APPLIED if fixed is None or Version(release) < Version(fixed) else FIXED_UPSTREAM
 
 
 def expected_decisions(release: str) -> dict:
@@ -198,12 +228,21 @@ def parse_json(text: str):
 
 
 def package_sha256(wheel) -> str:
-    """sha256 of the wheel's files but its metadata (which embeds README.md)."""
+    """sha256 of what the wheel installs and what pyproject.toml declares, not the README.
+
+    Every file but the .dist-info, plus the METADATA headers (name, version,
+    dependencies, Requires-Python: pyproject.toml's part) without its body
+    (README.md) and entry_points.txt.  RECORD holds hashes of METADATA: left out.
+    """
     digest = hashlib.sha256()
     with zipfile.ZipFile(wheel) as archive:
         for name in sorted(archive.namelist()):
-            if ".dist-info/" not in name:
-                digest.update(name.encode() + b"\0" + archive.read(name) + b"\0")
+            data = archive.read(name)
+            if name.endswith(".dist-info/METADATA"):
+                data = data.split(b"\n\n", 1)[0]
+            elif ".dist-info/" in name and not name.endswith("/entry_points.txt"):
+                continue
+            digest.update(name.encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
 
 
@@ -220,6 +259,8 @@ def cell_key(release, pyinfo, package_sha) -> tuple:
             "extras": list(envs.EXTRA_PACKAGES),
         },
         "matrix_version": MATRIX_VERSION,
+        "selection": SELECTION,
+        "expected": expected_decisions(release),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest(), inputs
 
@@ -232,14 +273,14 @@ def check_decisions(status: dict, release: str) -> tuple:
             "state": item["state"],
             "reason": item["reason"],
         }
-    problems = []
+    problems, missing = [], []
     expected = expected_decisions(release)
     for impl in IMPLS:
         for fix in FIXES:
             got = decisions.get(impl, {}).get(fix)
             want = expected[impl][fix]
             if got is None:
-                problems.append("%s/%s: no decision reported" % (fix, impl))
+                missing.append("%s/%s" % (fix, impl))
             elif got["state"] == "unrecognised":
                 problems.append("%s/%s: unrecognised (%s)" % (fix, impl, got["reason"]))
             elif got["state"] != want:
@@ -247,6 +288,12 @@ def check_decisions(status: dict, release: str) -> tuple:
                     "%s/%s: decision %r, BUGS.md expects %r (%s)"
                     % (fix, impl, got["state"], want, got["reason"])
                 )
+    if missing:
+        problems.insert(
+            0,
+            "no decision reported for %s: this build of the package lacks those fixes"
+            % ", ".join(missing),
+        )
     installed = status.get("versions", {})
     if installed.get("uvicorn") != release:
         problems.append("status reports uvicorn %s, not %s" % (installed.get("uvicorn"), release))
@@ -326,7 +373,7 @@ def judge_verify(result: dict, release: str) -> dict:
 
 
 def run_verify(py: Path, cwd: Path, release: str, loop: str, pythonpath=None) -> dict:
-    cmd = [py, "-m", "keepalive_guard", "verify", "--json"]
+    cmd = [py, "-m", "keepalive_guard", "verify", "--json", "--fixes", SELECTION]
     if loop != "asyncio":
         cmd += ["--loop", loop]
     res = run(cmd, timeout=T_VERIFY, env=clean_env(pythonpath), cwd=cwd)
@@ -537,6 +584,7 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
         "retried": [],
         "notes": [],
         "finished": None,
+        "matrix_version": MATRIX_VERSION,
     }
     if minor not in found:
         cell.update(
@@ -582,7 +630,12 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
             % (info.get("versions", {}).get("uvicorn"), release)
         )
 
-    status = run([py, "-m", "keepalive_guard", "status", "--json"], T_STATUS, clean_env(), env_dir)
+    status = run(
+        [py, "-m", "keepalive_guard", "status", "--json", "--fixes", SELECTION],
+        T_STATUS,
+        clean_env(),
+        env_dir,
+    )
     data = parse_json(status["stdout"]) if status["rc"] == 0 and status["stdout"].strip() else None
     if data is None:
         cell["reasons"].append(
@@ -645,10 +698,22 @@ def now() -> str:
 
 
 def load_results() -> dict:
+    """results.json without the cells and runs of an older MATRIX_VERSION.
+
+    Those judged by another procedure (other fixes, other expectations) are
+    never reused and would misreport the current one."""
     if RESULTS_JSON.is_file():
         try:
             data = json.loads(RESULTS_JSON.read_text())
             if isinstance(data, dict) and isinstance(data.get("cells"), dict):
+                data["cells"] = {
+                    name: cell
+                    for name, cell in data["cells"].items()
+                    if cell.get("matrix_version") == MATRIX_VERSION
+                }
+                data["runs"] = [
+                    r for r in data.get("runs", []) if r.get("matrix_version") == MATRIX_VERSION
+                ]
                 return data
         except ValueError:
             pass
@@ -744,6 +809,9 @@ def notes_text(cell: dict) -> list:
         return []
     name = cell["python_minor"]
     notes = []
+    selection = cell.get("inputs", {}).get("selection", DEFAULT_SELECTION)
+    if selection != DEFAULT_SELECTION:
+        notes.append("%s run with --fixes %s" % (name, selection))
     if cell["state"] in (FAILED, SKIPPED):
         notes += ["%s %s: %s" % (name, cell["state"].upper(), r) for r in cell["reasons"]]
     if cell["state"] == FLAGGED:
@@ -767,9 +835,10 @@ def write_markdown(data: dict, release_list: list) -> None:
     full = next((r for r in reversed(data.get("runs", [])) if r.get("full")), None)
     last = data["runs"][-1] if data.get("runs") else {}
     lines = [
-        "# keepalive-guard on every uvicorn release (0.11.0 to 0.54.0)",
+        "# keepalive-guard on every uvicorn release (%s to %s)"
+        % (release_list[0], release_list[-1]),
         "",
-        "Generated by `compat/matrix.py` (issue #3); do not edit by hand.",
+        "Generated by `compat/matrix.py`; do not edit by hand.",
         "",
     ]
     for label, r in (("Full run", full), ("Last update", last)):
@@ -815,13 +884,15 @@ def write_markdown(data: dict, release_list: list) -> None:
         "(or `--cells 0.13.4@3.6`, `--python 3.6`; `--force` ignores reusable results).",
         "",
         "Each cell builds the release's environment (`compat/envs.py`), runs "
-        "`python -m keepalive_guard status --json` and `verify --json` (each applicable bug "
+        "`python -m keepalive_guard status --json --fixes %s` and `verify --json --fixes %s` "
+        "(`all,R4` is every fix, the opt-in R4 too; each applicable bug "
         "on 127.0.0.1, 5 concurrent connections per scenario, without then with the guard), "
         "and `verify --json --loop uvloop` where uvloop installs and starts. "
         "**Decisions** are the guard's per implementation, checked against BUGS.md's "
         "ranges (anything not listed is fixed upstream or not applicable). "
         "**Counts** are `broken without the guard / connections → fixed with the guard / "
-        "connections`, summed over the cell's applicable scenarios.",
+        "connections`, summed over the cell's applicable scenarios."
+        % (DEFAULT_SELECTION, DEFAULT_SELECTION),
         "",
         "✅ green: decisions as BUGS.md says, every applicable bug reproduced and fixed. "
         "⚠️ flagged: an applicable bug did not reproduce without the guard (the check lost "
@@ -887,7 +958,7 @@ def git_tree() -> str:
             timeout=T_GIT,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "keepalive_guard", "pyproject.toml"],
+            ["git", "status", "--porcelain", "--", "keepalive_guard", "pyproject.toml", "setup.py"],
             cwd=str(ROOT),
             capture_output=True,
             text=True,
@@ -906,6 +977,11 @@ def parse_args(argv):
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel cells")
     parser.add_argument("--retries", type=int, default=1, help="repeats of a verify with problems")
     parser.add_argument("--force", action="store_true", help="rerun cells even if unchanged")
+    parser.add_argument(
+        "--fixes",
+        default=DEFAULT_SELECTION,
+        help="fix selection for status and verify (default %(default)s)",
+    )
     parser.add_argument(
         "--report", action="store_true", help="only rewrite RESULTS.md from results.json"
     )
@@ -949,7 +1025,9 @@ def select(args, release_list) -> list:
 
 
 def main(argv=None) -> int:
+    global SELECTION
     args = parse_args(argv)
+    SELECTION = args.fixes
     release_list = releases()
     if args.report:
         write_markdown(load_results(), release_list)
@@ -975,6 +1053,8 @@ def main(argv=None) -> int:
     found = interpreters.find_interpreters()
     data = load_results()
     data.pop("note", None)
+    cells = {"%s@%s" % (r, m) for r, m, _ in matrix_cells(release_list)}
+    data["cells"] = {n: c for n, c in data["cells"].items() if n in cells}  # no longer cells
 
     todo, reused = [], []
     for release, minor, roles in chosen:
@@ -1009,6 +1089,7 @@ def main(argv=None) -> int:
                     "release": release,
                     "python_minor": minor,
                     "roles": [],
+                    "matrix_version": MATRIX_VERSION,
                     "state": FAILED,
                     "reasons": ["matrix.py error: %s: %s" % (type(exc).__name__, exc)],
                     "flags": [],
@@ -1057,7 +1138,8 @@ def main(argv=None) -> int:
     )
     data["runs"] = data["runs"][-20:]
     data["matrix_version"] = MATRIX_VERSION
-    data["first_fixed"] = FIRST_FIXED
+    data.pop("first_fixed", None)
+    data["broken"] = BROKEN
     save_json(data)
     write_markdown(data, release_list)
 
@@ -1066,7 +1148,7 @@ def main(argv=None) -> int:
     for name in selected:
         states.setdefault(data["cells"][name]["state"], []).append(name)
     flaky = sorted(n for n in selected if data["cells"][n].get("flaky"))
-    order = lambda names: sorted(names, key=lambda n: (version_key(n.split("@")[0]), n))  # noqa: E731
+    order = lambda names: sorted(names, key=lambda n: (Version(n.split("@")[0]), n))  # noqa: E731
     print(
         "\nmatrix: %d cells in %.1f min: %d green, %d flagged, %d failed, %d skipped; %d flaky"
         % (

@@ -29,10 +29,14 @@ WORK = HERE / ".work"
 sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402
+import fingerprints  # noqa: E402
 import interpreters  # noqa: E402
+import sdist_check  # noqa: E402
 
 #: One release per code family, the boundary releases on both sides of each
-#: upstream fix, and the oldest Pythons users are stuck on (3.6, 3.7).
+#: upstream fix, the oldest Pythons users are stuck on (3.6, 3.7), and the
+#: newest studied release (the last of fingerprints.txt's ``releases`` line,
+#: so that ``compat/fingerprints.py add-release X`` moves it) on 3.13.
 QUICK = (
     ("0.2.5", "3.6"),
     ("0.2.6", "3.6"),
@@ -48,7 +52,7 @@ QUICK = (
     ("0.27.1", "3.12"),
     ("0.52.4", "3.13"),
     ("0.53.0", "3.13"),
-    ("0.54.0", "3.13"),
+    (fingerprints.studied_releases()[-1], "3.13"),
 )
 RUFF = "ruff==0.17.6"
 CELL_TIMEOUT = 15 * 60
@@ -154,6 +158,8 @@ def main(argv=None):
 
     if not args.no_lint and not lint():
         print("compat: ruff found problems", file=sys.stderr)
+        return 1
+    if not args.cells and sdist_check.main([]) != 0:  # the default (CI) run only
         return 1
     wheel = envs.build_wheel(ROOT, WORK / "dist")
     found = interpreters.find_interpreters()

@@ -4,6 +4,8 @@
 ``import keepalive_guard.auto`` would (same environment variables), import
 uvicorn's protocol modules, and report each decision; ``check`` exits 1 when
 a fix that applies here cannot be applied, for CI gates and deploy checks.
+A fix no upstream release has (R1-R5) that cannot be applied to code this
+build does not recognise is reported, and fails only ``check --strict``.
 """
 
 import argparse
@@ -17,7 +19,7 @@ from .config import parse_fixes
 from .errors import KeepaliveGuardError
 from .fixes import CATALOGUE
 from .guard import install, status
-from .report import APPLIED, DISABLED, FIXED_UPSTREAM
+from .report import APPLIED, DISABLED, FIXED_UPSTREAM, UNRECOGNISED
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -40,15 +42,37 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
         print(report.format())
+        print(
+            "(the decisions in this command's own process, where status installed the guard;\n"
+            " a server applies them only if started through one of the README's routes, "
+            "e.g. KEEPALIVE_GUARD=1)"
+        )
         print("fixes:")
         for fix in CATALOGUE.values():
             print("  {:<3} {} ({})".format(fix.id, fix.summary, fix.upstream))
     return EXIT_OK
 
 
+def _split_problems(report, strict: bool):
+    """(what fails the check, what it only reports)."""
+    failing, reported = [], []
+    for s in report.problems:
+        fix = CATALOGUE.get(s.fix)
+        lenient = s.state == UNRECOGNISED and fix is not None and not fix.upstream_fixed
+        (reported if lenient and not strict else failing).append(s)
+    return failing, reported
+
+
 def _check(args: argparse.Namespace) -> int:
     report = _report(args)
-    problems = report.problems
+    problems, reported = _split_problems(report, args.strict)
+    for s in reported:
+        print(
+            "keepalive-guard check: {} ({}) not applied (fails only --strict): {}".format(
+                s.fix, s.implementation, s.reason
+            ),
+            file=sys.stderr,
+        )
     if report.versions.get("uvicorn") is None:
         print("keepalive-guard check: uvicorn is not installed", file=sys.stderr)
         return EXIT_PROBLEM
@@ -156,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="fix selection, e.g. 'all,-E2' (default: $KEEPALIVE_GUARD_FIXES or all)",
         )
         cmd.set_defaults(func=func)
+    sub.choices["check"].add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail when a fix no upstream release has (R1-R5) cannot be applied",
+    )
     sub.choices["verify"].add_argument(
         "--loop",
         default="asyncio",

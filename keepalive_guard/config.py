@@ -1,17 +1,19 @@
 """Environment variables and the fix-selection syntax.
 
 Selection syntax (``install(fixes=...)`` and ``KEEPALIVE_GUARD_FIXES``): a
-comma- or space-separated list read left to right.  ``all`` adds every fix,
-a fix name adds it, ``-NAME`` removes it.  A list that starts with a removal
-starts from ``all``: ``-E2`` means every fix but E2.  Names are
-case-insensitive.  An iterable of the same tokens works too.
+comma- or space-separated list read left to right.  ``all`` adds every fix
+on by default (all but the opt-in R4), a fix name adds it, ``-NAME``
+removes it: ``all,R4`` is every fix.  A list that starts with a removal
+starts from ``all``: ``-E2`` means every default fix but E2.  No selection
+means ``all``.  Names are case-insensitive.  An iterable of the same
+tokens works too.
 """
 
 import os
 from typing import Iterable, Optional, Tuple, Union
 
 from .errors import KeepaliveGuardError
-from .fixes import FIX_IDS
+from .fixes import DEFAULT_FIX_IDS, FIX_IDS
 
 ENABLE = "KEEPALIVE_GUARD"
 FIXES = "KEEPALIVE_GUARD_FIXES"
@@ -40,18 +42,18 @@ def parse_fixes(fixes: Selection, source: str = "fixes") -> "Tuple[str, ...]":
         fixes = os.environ.get(FIXES)
         source = FIXES
         if fixes is None or not fixes.strip():
-            return FIX_IDS
+            return DEFAULT_FIX_IDS
     if isinstance(fixes, str):
         tokens = fixes.replace(",", " ").split()
     else:
         tokens = [str(token).strip() for token in fixes]
     by_name = {fix_id.upper(): fix_id for fix_id in FIX_IDS}
-    chosen = set(FIX_IDS) if tokens and tokens[0].startswith("-") else set()
+    chosen = set(DEFAULT_FIX_IDS) if tokens and tokens[0].startswith("-") else set()
     for token in tokens:
         remove = token.startswith("-")
         name = token[1:] if remove else token
-        if name.upper() == "ALL":
-            names = set(FIX_IDS)
+        if name.upper() == "ALL":  # -all removes every fix, R4 too
+            names = set(FIX_IDS if remove else DEFAULT_FIX_IDS)
         elif name.upper() in by_name:
             names = {by_name[name.upper()]}
         else:

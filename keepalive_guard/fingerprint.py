@@ -108,6 +108,24 @@ def studied_releases(impl: str, key: str, fingerprint: str) -> "List[str]":
     return []
 
 
+_studied: "List[str]" = []
+
+
+def studied() -> "List[str]":
+    """Every release the table was generated from, oldest first (its ``releases`` line).
+
+    The last is the newest release this build has studied: adding a release
+    to the table is all it takes to move it.
+    """
+    if not _studied:
+        with open_table() as table:
+            for line in table:
+                if line.startswith(b"releases "):
+                    _studied[:] = line.decode("ascii").split()[1:]
+                    break
+    return _studied
+
+
 def open_table() -> "io.BufferedIOBase":
     """The generated table as a binary file; from a zip, the loader reads it."""
     path = os.path.join(os.path.dirname(__file__), TABLE)

@@ -3,22 +3,27 @@
 In the manner of OpenTelemetry's BaseInstrumentor: idempotent, safe from any
 thread, in any order, before or after uvicorn is imported.  Modules already
 imported are patched at once; the others as they finish importing, through
-``_keepalive_guard_boot.when_imported`` (the small finder the start-up hook
-uses too: importing wrapt for its post-import hooks would cost more than
-the whole activation budget).  Every decision is made from the installed
-code (see ``decide``); anything not recognised is left alone and reported.
+wrapt's post-import hooks.  What the release's version settles is decided
+at once, before the modules load (``decide.version_decision``); the rest
+from the installed code (see ``decide``); anything not recognised is left
+alone and reported.
 """
 
 import sys
 import threading
 from typing import Dict, List, Optional, Tuple
 
-import _keepalive_guard_boot
+import wrapt
 
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
-from .fixes import CATALOGUE, FIX_IDS
-from .implementations import IMPLEMENTATIONS, Implementation, distribution_version
+from .fixes import CATALOGUE, DEFAULT_FIX_IDS
+from .implementations import (
+    IMPLEMENTATIONS,
+    Implementation,
+    distribution_version,
+    uvicorn_version_text,
+)
 from .report import (
     APPLIED,
     NOT_APPLICABLE,
@@ -43,7 +48,7 @@ class _Applied(object):
 class _State(object):
     installed = False
     strict = False
-    selection: Tuple[str, ...] = FIX_IDS
+    selection: Tuple[str, ...] = DEFAULT_FIX_IDS
     applied: Dict[str, _Applied] = {}
     hooks_registered = False
 
@@ -69,7 +74,7 @@ def install(fixes: config.Selection = None, strict: bool = False) -> Report:
         if not _state.hooks_registered:
             for impl in IMPLEMENTATIONS:
                 for name in impl.modules:
-                    _keepalive_guard_boot.when_imported(name, _on_import)
+                    wrapt.register_post_import_hook(_on_import, name)
             _state.hooks_registered = True
     return status(import_modules=False)
 
@@ -124,11 +129,22 @@ def status(import_modules: bool = True) -> Report:
 
 
 def _not_loaded(impl: Implementation, why: "Optional[str]") -> "List[FixStatus]":
-    if why is None:
-        state, reason = PENDING, "{} not imported yet".format(impl.module)
-    else:
-        state, reason = NOT_APPLICABLE, why
-    return [FixStatus(fix.id, impl.name, state, reason, fix.upstream) for fix in CATALOGUE.values()]
+    """Each fix's state while ``impl``'s module is not loaded: what the version settles,
+    else pending; all not applicable if the module cannot be imported (``why``)."""
+    if why is not None:
+        return [
+            FixStatus(fix.id, impl.name, NOT_APPLICABLE, why, fix.upstream)
+            for fix in CATALOGUE.values()
+        ]
+    version_text = uvicorn_version_text()
+    statuses = []
+    for fix in CATALOGUE.values():
+        state, reason = decide.version_decision(fix, impl.name, version_text, _state.selection) or (
+            PENDING,
+            "{} not imported yet".format(impl.module),
+        )
+        statuses.append(FixStatus(fix.id, impl.name, state, reason, fix.upstream))
+    return statuses
 
 
 def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
@@ -141,7 +157,10 @@ def _pending(statuses: "List[FixStatus]", reason: str) -> "List[FixStatus]":
 def _on_import(module: object) -> None:
     """Post-import hook: patch a uvicorn protocol module as it loads."""
     impl = next(i for i in IMPLEMENTATIONS if getattr(module, "__name__", None) in i.modules)
-    _keepalive_guard_boot.forget([name for name in impl.modules if name != module.__name__])
+    if impl.loaded_module() is not module:
+        # wrapt calls a hook at once for a module still executing (install()
+        # called from inside its import): not patched; status() will.
+        return
     with _lock:
         if not _state.installed or impl.name in _state.applied:
             return

@@ -1,26 +1,22 @@
 """Where uvicorn keeps the classes we patch, and which release is installed.
 
-Both names have been stable since 0.2.17: ``uvicorn.protocols.http.h11_impl``
-and ``httptools_impl``, each with a protocol class and its own
-``RequestResponseCycle``.  Nothing here imports uvicorn unless asked to.
+Each implementation's module has had two names: ``uvicorn.protocols.http.h11``
+and ``httptools`` in 0.2.0-0.2.16, ``h11_impl`` and ``httptools_impl`` since
+0.2.17; each holds a protocol class and its own ``RequestResponseCycle``.
+Versions are PEP 440 (``packaging``), imported only when a decision is made.
+Nothing here imports uvicorn unless asked to.
 """
 
 import importlib
+import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-#: A release as an orderable key: (major, minor, micro, post), post -1 if none.
-Release = Tuple[int, int, int, int]
-
-_DIGITS = frozenset("0123456789")
-_LOCAL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.")
+#: A packaging.version.Version (imported lazily: see ``release``).
+Release = Any
 
 H11 = "h11"
 HTTPTOOLS = "httptools"
-
-#: The releases this build of keepalive-guard has studied (inclusive).
-OLDEST_KNOWN = "0.2.0"
-NEWEST_KNOWN = "0.54.0"
 
 
 class Implementation(object):
@@ -108,63 +104,55 @@ def distribution_version(module_name: str) -> "Optional[str]":
 
 
 def uvicorn_version_text() -> "Optional[str]":
-    """``uvicorn.__version__``, or while ``uvicorn/__init__`` is still running
-    (0.2.x import their protocol modules from it, before ``__version__`` is
-    set) the ``uvicorn-X.dist-info`` / ``.egg-info`` beside the package."""
-    import os
+    """The installed uvicorn's version without importing it, or None if unknown.
 
-    module = sys.modules.get("uvicorn")
-    version = getattr(module, "__version__", None)
-    if version is not None or module is None:
-        return None if version is None else str(version)
-    site = os.path.dirname(os.path.dirname(getattr(module, "__file__", None) or ""))
-    try:
-        names = os.listdir(site or ".")
-    except OSError:
-        return None
-    # uvicorn-0.2.5.dist-info, uvicorn-0.2.5-py3.6.egg-info
-    found = [
-        name[len("uvicorn-") : name.rindex(".")].split("-")[0]
-        for name in names
-        if name.startswith("uvicorn-") and name.endswith((".dist-info", ".egg-info"))
-    ]
-    return found[0] if len(found) == 1 else None
+    ``uvicorn.__version__`` once it is set; before that the
+    ``uvicorn-X.dist-info`` (or ``.egg-info``) beside the first ``uvicorn``
+    package on ``sys.path``, the one an import would load.  A directory
+    listing, not importlib.metadata, whose import costs more than the rest of
+    ``install()``.
+    """
+    version = getattr(sys.modules.get("uvicorn"), "__version__", None)
+    if version is not None:
+        return str(version)
+    # Not imported, or still importing: 0.2.x's __init__ imports the protocol
+    # modules before it sets __version__.
+    for entry in sys.path:
+        try:
+            if not os.path.isdir(os.path.join(entry or ".", "uvicorn")):
+                continue
+            names = os.listdir(entry or ".")
+        except (OSError, TypeError):
+            continue
+        # uvicorn-0.27.0.dist-info, uvicorn-0.2.5-py3.6.egg-info
+        found = [
+            name[len("uvicorn-") : -len(".dist-info")].split("-")[0]
+            for name in names
+            if name.startswith("uvicorn-") and name.endswith((".dist-info", ".egg-info"))
+        ]
+        return found[0] if len(found) == 1 else None
+    return None
 
 
 def parse_version(text: "Optional[str]") -> "Optional[Release]":
-    """``"0.27.0.post1"`` -> ``(0, 27, 0, 1)``; None for anything else.
+    """``text`` as a PEP 440 version, or None if it is not one."""
+    from packaging.version import InvalidVersion, Version
 
-    The PEP 440 subset uvicorn has used since 0.2: N.N[.N][.postN], a local
-    label (``+el8``) ignored.  Pre-releases and dev builds are None: the guard
-    has not studied them.  packaging would do this too, but importing it
-    costs more than the whole activation budget (see the benchmarks), and so
-    does compiling a regular expression on Python 3.6.
-    """
-    text = (text or "").strip().lower()
-    text, plus, local = text[1:] if text.startswith("v") else text, "", ""
-    if "+" in text:
-        text, plus, local = text.partition("+")
-        if not local or not _LOCAL.issuperset(local):
-            return None
-    parts = text.split(".")
-    post = -1
-    if len(parts) > 2 and parts[-1].startswith("post"):
-        number = parts.pop()[4:]
-        if not _is_number(number):
-            return None
-        post = int(number)
-    if not 2 <= len(parts) <= 3 or not all(_is_number(part) for part in parts):
+    try:
+        return Version((text or "").strip())
+    except InvalidVersion:
         return None
-    return (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0, post)
 
 
-def _is_number(text: str) -> bool:
-    return bool(text) and _DIGITS.issuperset(text)
+_RELEASES: "Dict[str, Release]" = {}
 
 
 def release(text: str) -> Release:
-    """parse_version for the literal releases written in this package."""
-    parsed = parse_version(text)
-    if parsed is None:
-        raise ValueError("not a release: {!r}".format(text))
-    return parsed
+    """A literal release written in this package, parsed once."""
+    version = _RELEASES.get(text)
+    if version is None:
+        version = parse_version(text)
+        if version is None:
+            raise ValueError("not a release: {!r}".format(text))
+        _RELEASES[text] = version
+    return version

@@ -24,6 +24,12 @@ importable, else the h11 one, as uvicorn's ``auto`` does.  Each class has a
 strictness come from ``KEEPALIVE_GUARD_FIXES`` / ``KEEPALIVE_GUARD_STRICT``.
 Each class is built, and its uvicorn module imported, on first use
 (Python 3.7+; on 3.6 importing this module builds all three).
+
+The classes pickle by name, like any module-level class: each is named as
+the module attribute it is reached by (``H11Protocol``, ``HttpToolsProtocol``;
+``AutoHTTPProtocol`` is one of those two), so the ``Config`` that
+``--workers`` and ``--reload`` send to their spawned children unpickles there
+to the same class, built in the child.
 """
 
 import sys
@@ -35,6 +41,9 @@ from .fixes.a_early_disconnect import CYCLE
 from .fixes.base import PROTOCOL, MethodHook
 from .implementations import H11, HTTPTOOLS, IMPLEMENTATIONS
 from .report import UNRECOGNISED, log_decision
+
+#: each class is named as the module attribute that finds it again (pickle)
+CLASS_NAMES = {H11: "H11Protocol", HTTPTOOLS: "HttpToolsProtocol"}
 
 
 def guarded_class(
@@ -61,7 +70,7 @@ def guarded_class(
         )
     base = plan.classes["protocol"]
     cls = type(
-        "Guarded" + base.__name__,
+        CLASS_NAMES[impl.name],
         (base,),
         {
             "__module__": __name__,
@@ -145,7 +154,11 @@ def _build_or_placeholder(implementation: str) -> type:
     try:
         return guarded_class(implementation)
     except ImportError as exc:
-        return type(implementation + "Unavailable", (_Unavailable,), {"reason": str(exc)})
+        return type(
+            CLASS_NAMES[implementation],
+            (_Unavailable,),
+            {"__module__": __name__, "reason": str(exc)},
+        )
 
 
 _lock = threading.RLock()  # two threads asking first get the same class

@@ -3,6 +3,8 @@
 import logging
 from typing import Dict, List, Optional
 
+from . import serverlog
+
 APPLIED = "applied"
 FIXED_UPSTREAM = "fixed upstream"
 NOT_APPLICABLE = "not applicable"
@@ -13,6 +15,7 @@ PENDING = "pending"
 STATES = (APPLIED, FIXED_UPSTREAM, NOT_APPLICABLE, UNRECOGNISED, DISABLED, PENDING)
 
 logger = logging.getLogger("keepalive_guard")
+serverlog.attach(logger)  # into a uvicorn server's own log (see serverlog)
 
 
 class FixStatus(object):
@@ -84,7 +87,7 @@ class Report(object):
 
     def format(self) -> str:
         lines = [
-            "keepalive-guard: {}{}".format(
+            "keepalive-guard in this process: {}{}".format(
                 "installed" if self.installed else "not installed",
                 " (strict)" if self.strict else "",
             ),
@@ -107,16 +110,24 @@ class Report(object):
 def log_decision(subject: str, statuses: "List[FixStatus]") -> None:
     """Log one decision (a uvicorn module patched, or a guarded class built).
 
-    A WARNING per unrecognised fix, then one line with every fix's state, at
-    INFO only if a fix was applied: what the guard leaves as it was adds
-    nothing to the server's INFO log, whose records tests and log pipelines
-    count.
+    One WARNING naming the fixes not applied to unrecognised code and why
+    (fixes with the same reason together), then one line with every fix's
+    state, at INFO only if a fix was applied: what the guard leaves as it
+    was adds nothing to the server's INFO log, whose records tests and log
+    pipelines count.
     """
     groups: Dict[str, List[str]] = {}
+    unrecognised: Dict[str, List[str]] = {}
     for s in statuses:
-        if s.state == UNRECOGNISED:
-            logger.warning("keepalive-guard: %s: fix %s not applied: %s", subject, s.fix, s.reason)
         groups.setdefault(s.state, []).append(s.fix)
+        if s.state == UNRECOGNISED:
+            unrecognised.setdefault(s.reason, []).append(s.fix)
+    if unrecognised:
+        logger.warning(
+            "keepalive-guard: %s: not applied: %s",
+            subject,
+            "; ".join("{}: {}".format(", ".join(ids), why) for why, ids in unrecognised.items()),
+        )
     logger.log(
         logging.INFO if APPLIED in groups else logging.DEBUG,
         "keepalive-guard: %s: %s",

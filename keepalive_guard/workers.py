@@ -10,11 +10,15 @@ keeps its base's settings and swaps the ``http`` entry of ``CONFIG_KWARGS``
 implementation; before 0.4.0 the workers name their protocol class in
 ``protocol_class`` (0.2.0-0.3.32), which is swapped the same way.  uvicorn's
 own classes are not touched.
+
+gunicorn makes each worker object in the master and forks: the guarded
+class is built there, so its log line is held (``serverlog.held``) and each
+worker logs it after the fork, in the server's log (``serverlog.release``).
 """
 
 import sys
 
-from . import protocols
+from . import protocols, serverlog
 
 try:
     from uvicorn_worker import UvicornH11Worker as _BaseH11Worker
@@ -81,6 +85,22 @@ class _GuardedProtocolClass(object):
         return self.cls
 
 
+def _held_init(base: type):
+    def __init__(self, *args, **kwargs):
+        with serverlog.held():  # in gunicorn's master
+            base.__init__(self, *args, **kwargs)
+
+    return __init__
+
+
+def _init_process(base: type):
+    def init_process(self):
+        serverlog.release()  # in the forked worker, its log set up
+        base.init_process(self)
+
+    return init_process
+
+
 def _guarded(base: type) -> dict:
     """The class attribute that makes a subclass of ``base`` serve guarded."""
     if hasattr(base, "CONFIG_KWARGS"):
@@ -88,18 +108,19 @@ def _guarded(base: type) -> dict:
     return {"protocol_class": _GuardedProtocolClass(base)}
 
 
-UvicornWorker = type(
-    "UvicornWorker",
-    (_BaseWorker,),
-    dict(_guarded(_BaseWorker), __doc__="The base ``UvicornWorker`` with keepalive-guard's fixes."),
+def _worker(name: str, base: type, doc: str) -> type:
+    attributes = dict(_guarded(base), __doc__=doc, __module__=__name__)
+    attributes.update(__init__=_held_init(base), init_process=_init_process(base))
+    return type(name, (base,), attributes)
+
+
+UvicornWorker = _worker(
+    "UvicornWorker", _BaseWorker, "The base ``UvicornWorker`` with keepalive-guard's fixes."
 )
-UvicornH11Worker = type(
+UvicornH11Worker = _worker(
     "UvicornH11Worker",
-    (_BaseH11Worker,),
-    dict(
-        _guarded(_BaseH11Worker),
-        __doc__="The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes.",
-    ),
+    _BaseH11Worker,
+    "The base ``UvicornH11Worker`` (asyncio, h11) with keepalive-guard's fixes.",
 )
 
 

@@ -14,6 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from packaging.version import Version  # noqa: E402
 
+#: No upstream release has the fix (BUGS.md, "Still broken in the newest release").
+NEVER = "never"
+
 FIRST_FIXED = {
     "A": {"h11": "0.2.6", "httptools": "0.2.6"},
     "B": {"h11": "0.3.27", "httptools": "0.3.27"},
@@ -21,12 +24,20 @@ FIRST_FIXED = {
     "D": {"h11": "0.12.3", "httptools": "0.12.3"},
     "E": {"h11": "0.27.1", "httptools": "0.27.1"},
     "E2": {"h11": "0.53.0", "httptools": None},
+    "R1": {"h11": None, "httptools": NEVER},
+    "R2": {"h11": None, "httptools": NEVER},
+    "R3": {"h11": NEVER, "httptools": NEVER},
+    "R4": {"h11": NEVER, "httptools": NEVER},
+    "R5": {"h11": NEVER, "httptools": NEVER},
 }
+#: Fixes only an explicit selection turns on (not "all").
+OPT_IN = ("R4",)
 
 
 #: The first release with each bug (BUGS.md): A from the oldest release in
-#: scope, the rest from 0.2.21 (no keep-alive timer or message_event before).
-FIRST_BROKEN = dict({"A": "0.2.0"}, **{bug: "0.2.21" for bug in ("B", "C", "D", "E", "E2")})
+#: scope, the rest from 0.2.21 (no keep-alive timer or message_event before;
+#: the R races are in the timer's and the pipeline's code).
+FIRST_BROKEN = dict({"A": "0.2.0"}, **{bug: "0.2.21" for bug in FIRST_FIXED if bug != "A"})
 
 
 def uvicorn_version():
@@ -38,14 +49,17 @@ def uvicorn_version():
 def has_bug(bug, http):
     """True if the installed release has ``bug`` on ``http`` (BUGS.md)."""
     first_fixed = FIRST_FIXED[bug][http]
-    return first_fixed is not None and (
-        Version(FIRST_BROKEN[bug]) <= uvicorn_version() < Version(first_fixed)
-    )
+    if first_fixed is None or uvicorn_version() < Version(FIRST_BROKEN[bug]):
+        return False
+    return first_fixed == NEVER or uvicorn_version() < Version(first_fixed)
 
 
 def any_bug(http):
-    """True if the installed release has any of the bugs on ``http``: the guard patches it."""
-    return any(has_bug(bug, http) for bug in FIRST_FIXED)
+    """True if the installed release has any of the bugs on ``http`` the default selection fixes.
+
+    Then the guard, installed as it comes, patches that implementation.
+    """
+    return any(has_bug(bug, http) for bug in FIRST_FIXED if bug not in OPT_IN)
 
 
 def protocol_module(impl):

@@ -8,14 +8,21 @@ that implementation.  Every test leaves uvicorn's classes exactly as they were
 """
 
 import logging
-import random
-import re
 import threading
 
 import h11
 import pytest
 import uvicorn
-from conftest import FIRST_FIXED, any_bug, expected_state, has_bug, protocol_module
+from conftest import (
+    FIRST_FIXED,
+    NEVER,
+    OPT_IN,
+    any_bug,
+    expected_state,
+    has_bug,
+    protocol_module,
+)
+from packaging.version import Version
 
 import keepalive_guard
 from keepalive_guard import KeepaliveGuardError, Report
@@ -23,7 +30,8 @@ from keepalive_guard import KeepaliveGuardError, Report
 h11_impl = protocol_module("h11")
 httptools_impl = protocol_module("httptools")  # None: the guard reports it not applicable
 
-FIXES = tuple(FIRST_FIXED)
+ALL_FIXES = tuple(FIRST_FIXED)
+FIXES = tuple(fix for fix in ALL_FIXES if fix not in OPT_IN)  # what "all" selects
 IMPLS = ("h11", "httptools")
 STATES = ("applied", "fixed upstream", "not applicable", "unrecognised", "disabled", "pending")
 
@@ -80,7 +88,7 @@ def states(report):
 
 
 def expected_states(selection=FIXES):
-    return {(fix, impl): expected(fix, impl, selection) for fix in FIXES for impl in IMPLS}
+    return {(fix, impl): expected(fix, impl, selection) for fix in ALL_FIXES for impl in IMPLS}
 
 
 ANY_APPLIED = any(expected(fix, impl) == "applied" for fix in FIXES for impl in LOADED_IMPLS)
@@ -96,7 +104,7 @@ def guard():
 
 
 def test_catalogue_and_error_type():
-    assert tuple(keepalive_guard.FIX_IDS) == FIXES
+    assert tuple(keepalive_guard.FIX_IDS) == ALL_FIXES
     assert issubclass(KeepaliveGuardError, ValueError)
     # The oracle's premise: ``cycle`` is an instance attribute in uvicorn
     # (a slot, with a member descriptor on the class, in 0.2.0-0.2.20 httptools).
@@ -119,7 +127,7 @@ def test_install_returns_report(guard):
     assert report.installed is True and report.strict is False
     assert report.selected == list(FIXES)
     assert states(report) == expected_states()
-    assert len(report.fixes) == len(FIXES) * len(IMPLS)
+    assert len(report.fixes) == len(ALL_FIXES) * len(IMPLS)
     for s in report.fixes:
         assert s.state in STATES
         assert s.reason and s.upstream
@@ -128,9 +136,9 @@ def test_install_returns_report(guard):
     assert states(guard.status()) == expected_states()
     assert states(guard.status(import_modules=False)) == expected_states()
     as_dict = report.as_dict()
-    assert as_dict["installed"] is True and len(as_dict["fixes"]) == len(FIXES) * len(IMPLS)
+    assert as_dict["installed"] is True and len(as_dict["fixes"]) == len(ALL_FIXES) * len(IMPLS)
     text = report.format()
-    for fix in FIXES:
+    for fix in ALL_FIXES:
         assert "\n{} ".format(fix) in text
 
 
@@ -205,7 +213,7 @@ def test_install_uninstall_cycles(guard):
 def test_install_twice_is_idempotent(guard):
     guard.install()
     once = snapshot()
-    for again in (None, "all", "e2, d, C, e, b, A", ["A", "B", "C", "D", "E", "E2"]):
+    for again in (None, "all", "e2, d, C, e, b, A, r5, R3, r2, r1", list(FIXES), "all,R4,-R4"):
         report = guard.install(fixes=again)
         assert differences(once) == [], again
         assert states(report) == expected_states()
@@ -226,12 +234,16 @@ def test_uninstall_twice(guard):
     "fixes, selected",
     [
         ("C,D", ("C", "D")),
-        ("-E2", ("A", "B", "C", "D", "E")),
+        ("-E2", tuple(fix for fix in FIXES if fix != "E2")),
         (["E"], ("E",)),
         ("e2 c", ("C", "E2")),
-        ("ALL,-c,-D", ("A", "B", "E", "E2")),
-        (("d",), ("D",)),
+        ("ALL,-c,-D,-R1,-R2,-R3,-R5", ("A", "B", "E", "E2")),
         ("b,a", ("A", "B")),
+        (("d",), ("D",)),
+        ("all,R4", ALL_FIXES),
+        ("r4", ("R4",)),
+        ("R4,-all", ()),
+        ("r3,R5", ("R3", "R5")),
     ],
 )
 def test_fix_selection(guard, fixes, selected):
@@ -242,7 +254,7 @@ def test_fix_selection(guard, fixes, selected):
     # Unselected fixes patch nothing the full set would not.
     partial = set(changed(PRISTINE))
     guard.uninstall()
-    guard.install()
+    guard.install(fixes="all,R4")
     assert partial <= set(changed(PRISTINE))
 
 
@@ -265,7 +277,7 @@ def test_misspelt_fix_raises_and_changes_nothing(guard, bad):
         guard.install(fixes=bad)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
-    for name in FIXES:
+    for name in ALL_FIXES:
         assert name in message
     assert differences(before) == []
     report = guard.status()
@@ -314,9 +326,9 @@ def _foreign_on_response_complete(self):  # a "distro patch" of uvicorn
     pass
 
 
-# The fixes that rely on on_response_complete (C, D and E hook it; E2 reads it);
-# A and B work on connection_lost and the cycle's send() and receive().
-_COMPLETION_FIXES = ("C", "D", "E", "E2")
+# The fixes that rely on h11's on_response_complete (C, D, E and R3 hook it; E2
+# and R5 read it); A and B work on connection_lost and the cycle's send() and receive().
+_COMPLETION_FIXES = ("C", "D", "E", "E2", "R3", "R5")
 
 
 def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
@@ -352,7 +364,7 @@ def test_unrecognised_method_is_left_alone(guard, monkeypatch, caplog):
         for fix in FIXES:
             assert got[fix, "h11"] == expected(fix, "h11")
         assert warnings == []
-    assert len(warnings) == len(timer_fixes)
+    assert len(warnings) == (1 if timer_fixes else 0), "one WARNING per module, naming every fix"
     assert {s.fix for s in report.problems if s.implementation == "h11"} == set(timer_fixes)
     guard.uninstall()
     assert differences(modified) == []
@@ -367,7 +379,7 @@ def test_unrecognised_method_strict(guard, monkeypatch, how):
     kwargs = {"strict": True} if how == "argument" else {}
     if how == "environment":
         monkeypatch.setenv("KEEPALIVE_GUARD_STRICT", "1")
-    if any(has_bug(fix, "h11") for fix in ("D", "E", "E2")):
+    if any(has_bug(fix, "h11") for fix in ("D", "E", "E2", "R3", "R5")):
         with pytest.raises(KeepaliveGuardError) as info:
             guard.install(**kwargs)
         assert "H11Protocol.on_response_complete" in str(info.value)
@@ -398,7 +410,7 @@ def test_failed_strict_reinstall_keeps_previous_install(guard, monkeypatch):
         _foreign_httptools_on_response_complete,
         raising=False,
     )
-    if any(has_bug(fix, "httptools") for fix in ("C", "D", "E")):
+    if any(has_bug(fix, "httptools") for fix in ("C", "D", "E", "R1", "R2", "R3", "R5")):
         with pytest.raises(KeepaliveGuardError) as info:
             guard.install(strict=True)
         assert "HttpToolsProtocol.on_response_complete" in str(info.value)
@@ -418,7 +430,7 @@ def _foreign_handle_events(self):
     pass
 
 
-_H11_EVENT_FIXES = [fix for fix in ("C", "E", "E2") if has_bug(fix, "h11")]
+_H11_EVENT_FIXES = [fix for fix in ("C", "E", "E2", "R3") if has_bug(fix, "h11")]
 
 
 def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
@@ -437,26 +449,89 @@ def test_failed_strict_reinstall_changes_nothing(guard, monkeypatch):
     assert states(guard.status()) == report_before
 
 
-@pytest.mark.parametrize("version", ["0.99.0", "0.1.1", "not-a-version"])
-def test_unknown_uvicorn_version(guard, monkeypatch, caplog, version):
+@pytest.mark.parametrize("version", ["0.1.0", "not-a-version"])
+def test_unsupported_uvicorn_version(guard, monkeypatch, caplog, version):
+    """0.0.x-0.1.x (another design) and non-PEP 440 versions: every fix refused, one WARNING."""
     caplog.set_level(logging.INFO, logger="keepalive_guard")
     monkeypatch.setattr(uvicorn, "__version__", version)
     report = guard.install()
     assert report.versions["uvicorn"] == version
     for s in report.fixes:
-        if (s.fix, s.implementation) == ("E2", "httptools"):
-            # h11-only on every release: structural, whatever the version says.
+        if FIRST_FIXED[s.fix][s.implementation] is None:
+            # E2 h11-only, R1 and R2 httptools-only on every release: structural,
+            # whatever the version says.
             assert s.state == "not applicable", s
+            continue
+        if s.fix in OPT_IN:
+            assert s.state == "disabled", s
             continue
         assert s.state == "unrecognised", s
         assert version in s.reason
     assert differences(PRISTINE) == []
-    assert any(r.levelno == logging.WARNING for r in caplog.records if r.name == "keepalive_guard")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == len(LOADED_IMPLS), [r.getMessage() for r in warnings]
     guard.uninstall()
     with pytest.raises(KeepaliveGuardError) as info:
         guard.install(strict=True)
     assert version in str(info.value)
     assert differences(PRISTINE) == [] and guard.status().installed is False
+
+
+def test_newer_release_than_studied_keeps_upstream_fixes(guard, monkeypatch, caplog):
+    """What upstream fixed stays fixed in a release newer than any studied: no WARNING.
+    A fix with no upstream fix is decided by the (here unchanged, studied) code."""
+    from keepalive_guard.fingerprint import studied
+
+    caplog.set_level(logging.INFO, logger="keepalive_guard")
+    newest = uvicorn.__version__ == studied()[-1]
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    report = guard.install()
+    for fix in FIXES:
+        for impl in LOADED_IMPLS:
+            s = report.get(fix, impl)
+            if FIRST_FIXED[fix][impl] is None:
+                assert s.state == "not applicable", s
+            elif FIRST_FIXED[fix][impl] == NEVER:
+                if newest:  # the newest release's code, studied (else maybe not all of it)
+                    assert s.state == ("disabled" if fix in OPT_IN else "applied"), s
+            else:
+                assert s.state == "fixed upstream", s
+                assert "newer than the releases studied" in s.reason, s
+    if newest:
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    guard.uninstall()
+    assert differences(PRISTINE) == []
+
+
+@pytest.mark.parametrize("suffix", ["+el8.1", ".post0+deb12u1", "+local"])
+def test_local_labels_decide_like_the_release(guard, monkeypatch, suffix):
+    """A distro's local label on a known release decides as that release where the code matches."""
+    plain = states(guard.install())
+    guard.uninstall()
+    monkeypatch.setattr(uvicorn, "__version__", uvicorn.__version__ + suffix)
+    assert states(guard.install()) == plain
+    guard.uninstall()
+
+
+def test_dev_build_of_a_release_decides_by_its_code(guard, monkeypatch):
+    """X.dev0 sorts before X, so a fix first released in X is decided by the code: "fixed
+    upstream" where X's code differs from the releases without the fix, else "applied"
+    (fingerprints are sets of names: a call moved within a method looks the same, and
+    re-applying what X already does is harmless).  Every other fix decides as X."""
+    release = uvicorn.__version__
+    plain = states(guard.install())
+    guard.uninstall()
+    monkeypatch.setattr(uvicorn, "__version__", release + ".dev0")
+    dev = states(guard.install())
+    guard.uninstall()
+    released_here = {
+        (fix, impl) for fix in FIXES for impl in IMPLS if FIRST_FIXED[fix][impl] == release
+    }
+    for key, state in dev.items():
+        if key in released_here:
+            assert state in ("fixed upstream", "applied"), (key, state)
+        else:
+            assert state == plain[key], (key, state, plain[key])
 
 
 def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch):
@@ -467,7 +542,9 @@ def test_unreadable_fingerprint_table_leaves_everything_alone(guard, monkeypatch
 
     monkeypatch.setattr(keepalive_guard.fingerprint, "open_table", unreadable)
     report = guard.install()
-    checked = [s for s in report.fixes if s.state not in ("fixed upstream", "not applicable")]
+    checked = [
+        s for s in report.fixes if s.state not in ("fixed upstream", "not applicable", "disabled")
+    ]
     assert len(checked) == len([1 for f in FIXES for i in IMPLS if has_bug(f, i)])
     for s in checked:
         assert s.state == "unrecognised", s
@@ -485,20 +562,20 @@ def test_a_method_that_is_not_a_function_is_unrecognised(guard, monkeypatch):
         if has_bug(fix, "h11"):
             s = report.get(fix, "h11")
             assert s.state == "unrecognised", s
-            assert "on_response_complete is not a Python function" in s.reason
+            assert "on_response_complete (not a Python function)" in s.reason
     guard.uninstall()
     assert differences(modified) == []
 
 
 def test_fingerprint_table_lookup():
-    from keepalive_guard.fingerprint import open_table, studied_releases
+    from keepalive_guard.fingerprint import open_table, studied, studied_releases
 
     with open_table() as f:
         table = f.read().decode("ascii")
     releases = table.split("\nreleases ", 1)[1].split("\n", 1)[0].split()
-    # 0.2.0 and 0.2.1 cannot be studied: their sdists do not build (no README.md)
-    assert releases[0] in ("0.2.0", "0.2.2") and releases[-1] == "0.54.0"
-    assert "0.17.0" not in releases
+    assert releases == studied()
+    assert releases[0] == "0.2.0" and "0.55.0" in releases and "0.17.0" not in releases
+    assert releases == sorted(releases, key=Version)
     lines = [x for x in table.splitlines() if x.startswith("h11 H11Protocol.handle_events ")]
     assert len(lines) > 1  # the look-up must pick its own line, not the first of its method
     for line in lines:
@@ -634,28 +711,36 @@ def test_concurrent_install_uninstall(guard):
     assert differences(PRISTINE) == []
 
 
-_RELEASE_ORACLE = re.compile(
-    r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.post(\d+))?(?:\+[a-z0-9.]+)?\s*$", re.I
-)
-
-
-def _oracle(text):
-    match = _RELEASE_ORACLE.match(text or "")
-    if match is None:
-        return None
-    major, minor, micro, post = match.groups()
-    return (int(major), int(minor), int(micro or 0), int(post) if post is not None else -1)
-
-
-def test_parse_version_agrees_with_the_pep440_subset_pattern():
-    """The hand-written parser (no regex compile at activation) against the pattern it replaces."""
+def test_parse_version_is_pep440():
     from keepalive_guard.implementations import parse_version
 
-    pieces = ["0", "1", "27", ".", "post", "post1", "+", "el8", "v", "V", " ", "rc1", "dev0"]
-    pieces += ["POST", "+EL8", "..", "a", "\u00b2"]
-    rng = random.Random(5)
-    cases = ["0.27.0.post1", "v0.12.2", " 0.54.0 ", "0.27.0+el8", "0.27", "0.27.0rc1", "", None]
-    cases += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 7))) for _ in range(20000)]
-    assert [c for c in cases if parse_version(c) != _oracle(c)] == []
-    assert parse_version("0.27.0.post1") == (0, 27, 0, 1)
-    assert parse_version("0.27.0rc1") is None
+    assert parse_version("0.27.0.post1") > parse_version("0.27.0")
+    assert parse_version("0.27.0rc1") < parse_version("0.27.0") < parse_version("0.27.0+el8.1")
+    assert parse_version("0.27.0+el8.1") < parse_version("0.27.1")
+    assert parse_version("0.16.0.dev0") < parse_version("0.16.0")
+    assert parse_version(" v0.12.2 ") == parse_version("0.12.2")
+    for bad in ("", None, "not-a-version", "0.27.0+", "0.27..0"):
+        assert parse_version(bad) is None, bad
+
+
+def _foreign_timeout_handler(self):
+    pass
+
+
+def test_check_fails_on_an_r_fix_only_when_strict(guard, monkeypatch, capsys):
+    """An R fix (no upstream fix) refused on unknown code: reported; fails only --strict."""
+    from keepalive_guard import cli
+
+    # Only R3, R4 and R5 inspect the timer's handler.
+    monkeypatch.setattr(
+        h11_impl.H11Protocol, "timeout_keep_alive_handler", _foreign_timeout_handler
+    )
+    assert cli.main(["check"]) == 0
+    err = capsys.readouterr().err
+    assert "R3 (h11) not applied" in err and "R5 (h11) not applied" in err
+    guard.uninstall()
+    assert cli.main(["check", "--strict"]) == 1
+    assert "R5 (h11): unrecognised" in capsys.readouterr().err
+    guard.uninstall()
+    monkeypatch.undo()
+    assert cli.main(["check", "--strict"]) == 0

@@ -6,12 +6,14 @@ guard and on none with it, both with every fix and with that fix alone; on a
 release with the upstream fix it must show on none either way, and the
 guard must say "fixed upstream" (or "not applicable") and patch nothing; on
 a release older than the bug the guard must say "not applicable".
+"Every fix" is ``all``, plus R4 for R4's own scenario (it is opt-in); that
+``all`` leaves R4 off is a test of its own.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import FIRST_BROKEN, IMPLEMENTATIONS, has_bug, uvicorn_version
+from conftest import FIRST_BROKEN, IMPLEMENTATIONS, OPT_IN, has_bug, uvicorn_version
 from harness import Server
 from packaging.version import Version
 
@@ -54,11 +56,11 @@ def test_bug(scenario, http):
         # message_event before 0.2.21): what the scenario measures is something
         # else here (0.2.x's h11 serves no pipelined request); the guard must
         # say "not applicable" and the scenario is not run.
-        for guard in ("all", bug):
+        for guard in ("all,{}".format(bug) if bug in OPT_IN else "all", bug):
             with _server(http, scenario, guard) as server:
                 assert _fix_state(server.guard, bug, http) == "not applicable", server.guard
         return
-    guards = ("none", "all", bug)
+    guards = ("none", "all,{}".format(bug) if bug in OPT_IN else "all", bug)
     # The three servers run at once: each is independent and mostly waits on timers.
     with ThreadPoolExecutor(max_workers=len(guards)) as pool:
         (unguarded, _, unguarded_log), *guarded_runs = pool.map(
@@ -83,3 +85,18 @@ def test_e2_not_applicable_to_httptools():
         pytest.fail("httptools must be installed in the test environment")
     with Server(http="httptools", guard="all") as server:
         assert _fix_state(server.guard, "E2", "httptools") == "not applicable"
+
+
+def test_r1_r2_not_applicable_to_h11():
+    with Server(http="h11", guard="all") as server:
+        for fix in ("R1", "R2"):
+            assert _fix_state(server.guard, fix, "h11") == "not applicable"
+
+
+@pytest.mark.parametrize("http", IMPLEMENTATIONS)
+def test_r4_is_opt_in(http):
+    """``all`` leaves R4 off: a connection that sends nothing stays open, as upstream."""
+    (scenario,) = [s for s in SCENARIOS if s.bug == "R4"]
+    count, status, log = _run(http, scenario, "all")
+    assert _fix_state(status, "R4", http) == "disabled", log
+    assert count == (RUNS if has_bug("R4", http) else 0), log

@@ -1,6 +1,6 @@
 """Ordinary traffic: byte-identical with and without the guard.
 
-For each implementation, one unguarded and one guarded (every fix) server of
+For each implementation, one unguarded and one guarded (every fix, R4 too) server of
 the installed release get exactly the same bytes from a raw client; every
 byte each server sends back, up to the moment it closes the connection, is
 recorded, and the two streams must be identical once the ``date`` header
@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import FIRST_BROKEN, has_bug, uvicorn_version
-from harness import Client, Server, get, post
+from harness import WEBSOCKET_UPGRADE, Client, Server, get, post
 from packaging.version import Version
+
+from keepalive_guard.verify.client import websocket_close, websocket_frame
 
 TIMEOUT = 2.0  # --timeout-keep-alive: generous, so no timer bug can fire on these fast cases
 CASE_TIMEOUT = 8.0  # per case, for its responses
@@ -200,6 +202,34 @@ def malformed_request(client, deadline):
     return _read(client, 1, deadline)
 
 
+def _websocket(client, deadline):
+    """Upgrade (the request alone in its write), echo twice, close."""
+    client.send(WEBSOCKET_UPGRADE)
+    upgraded = client.read_response(timeout=max(deadline - time.monotonic(), 0.01))
+    assert upgraded is not None and upgraded.status == 101, upgraded
+    for text in (b"hello", b"again"):
+        client.send(websocket_frame(text))
+        assert client.read_frame(timeout=max(deadline - time.monotonic(), 0.01)) == (1, text)
+    client.send(websocket_close())
+    frame = client.read_frame(timeout=max(deadline - time.monotonic(), 0.01))
+    assert frame is not None and frame[0] == 8, frame
+    return upgraded
+
+
+@case(None)  # asserted inside: a 101, two echoes, the close handshake
+def websocket_exchange(client, deadline):
+    return [_websocket(client, deadline)]
+
+
+@case(None)
+def websocket_after_request(client, deadline):
+    """A plain request answered, then an upgrade on the same connection (not pipelined)."""
+    client.send(get("/"))
+    first = _read(client, 1, deadline)
+    assert first[0] is not None and first[0].status == 200, first
+    return first + [_websocket(client, deadline)]
+
+
 def _exchange(port, run):
     with RecordingClient(port, timeout=5.0) as client:
         responses = run(client, time.monotonic() + CASE_TIMEOUT)
@@ -217,8 +247,8 @@ _RESULTS = {}
 def _results(http):
     """Every case against an unguarded and a guarded server, concurrently (cached per impl)."""
     if http not in _RESULTS:
-        with Server(http=http, timeout_keep_alive=TIMEOUT) as plain, Server(
-            http=http, guard="all", timeout_keep_alive=TIMEOUT
+        with Server(http=http, timeout_keep_alive=TIMEOUT, ws="wsproto") as plain, Server(
+            http=http, guard="all,R4", timeout_keep_alive=TIMEOUT, ws="wsproto"
         ) as guarded:
             jobs = [
                 (name, label, port, run)

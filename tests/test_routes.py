@@ -33,11 +33,14 @@ import pytest
 from conftest import (
     FIRST_FIXED,
     IMPLEMENTATIONS,
+    OPT_IN,
     any_bug,
-    expected_state,
     has_bug,
     protocol_module,
     uvicorn_version,
+)
+from conftest import (
+    expected_state as _expected_state,
 )
 from harness import Server
 from packaging.version import Version
@@ -100,6 +103,11 @@ def proof(impl):
         if impl in scenario.implementations and has_bug(scenario.bug, impl):
             return scenario
     return None
+
+
+def expected_state(fix, impl):
+    """The state of ``fix`` on ``impl`` under the default selection."""
+    return "disabled" if fix in OPT_IN else _expected_state(fix, impl)
 
 
 def state_errors(fixes, impls):

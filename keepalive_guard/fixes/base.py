@@ -5,9 +5,10 @@ behaviour before or after a protocol method at one of the hook points that
 have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
 when a response completes, through one shared wrapper, where E also stands
 in for the original when a buffered request can start) and the h11 upgrade
-method.  The patcher builds one replacement per method.
+method.  The patcher builds one replacement per method (``patcher``).
 """
 
+import types
 from typing import Callable, Dict, Optional, Tuple
 
 from ..implementations import Release, release
@@ -16,8 +17,24 @@ from ..implementations import Release, release
 PROTOCOL = "protocol"
 
 
+def callable_original(inner: object) -> Callable:
+    """``inner`` as ``original(self, *args, **kwargs)``: itself if a plain function,
+    else bound first (a wrapt wrapper called unbound would see ``instance`` None)."""
+    if type(inner) is types.FunctionType:  # not isinstance: a wrapt proxy passes that
+        return inner
+
+    def original(self, *args, **kwargs):
+        return inner.__get__(self, type(self))(*args, **kwargs)
+
+    return original
+
+
 class MethodHook(object):
-    """Wrap ``role.name``: ``factory(original)`` returns the replacement."""
+    """Wrap ``role.name``: ``factory(original)`` returns the replacement.
+
+    ``original(self, *args, **kwargs)`` calls what the class held before,
+    bound as a wrapt-based instrumentor's wrapper there expects.
+    """
 
     kind = "method"
 
@@ -44,16 +61,17 @@ class CompletionHook(object):
 
 
 class Fix(object):
-    """One backported upstream fix.
+    """One fix, a backport of upstream's or one of our own.
 
-    ``broken`` maps an implementation name to the releases that lack the fix,
+    ``broken`` maps an implementation name to the releases that have the bug,
     ``(first broken, first fixed)`` (the range includes the first and excludes
-    the second), or to None where the bug does not exist there;
-    ``not_applicable`` then says why.  ``absent``: why releases before the
-    first broken one cannot have the bug (the code it is in came later).
+    the second; first fixed None: no release has an upstream fix), or to
+    None where the bug does not exist there; ``not_applicable`` then says why,
+    and ``absent`` why releases before the first broken one cannot have it.
     ``hooks(impl, version)`` and ``inspects(impl, version)`` (the methods
     whose code must be recognised before the hooks are safe) are
-    version-aware.
+    version-aware.  ``default``: selected unless the user leaves it out
+    (False: only when named).
     """
 
     def __init__(
@@ -61,10 +79,11 @@ class Fix(object):
         id: str,
         summary: str,
         upstream: str,
-        broken: "Dict[str, Optional[Tuple[str, str]]]",
+        broken: "Dict[str, Optional[Tuple[str, Optional[str]]]]",
         hooks: "Callable[[str, Release], Tuple]",
         inspects: "Callable[[str, Release], Tuple[str, ...]]",
         not_applicable: "Optional[Dict[str, str]]" = None,
+        default: bool = True,
         absent: "Optional[str]" = None,
     ) -> None:
         self.id = id
@@ -72,21 +91,26 @@ class Fix(object):
         self.upstream = upstream
         self.spans = broken
         self.first_fixed = {impl: (span[1] if span else None) for impl, span in broken.items()}
-        self.broken = {
-            impl: ((release(span[0]), release(span[1])) if span else None)
-            for impl, span in broken.items()
-        }
         self.hooks = hooks
         self.inspects = inspects
         self.not_applicable = not_applicable or {}
+        self.default = default
         self.absent = absent
 
+    @property
+    def upstream_fixed(self) -> bool:
+        """False for a fix no upstream release has, on any implementation (R1-R5)."""
+        return any(first_fixed is not None for first_fixed in self.first_fixed.values())
+
     def is_broken(self, impl: str, version: Release) -> "Optional[bool]":
-        """True if ``version`` lacks the fix, False if it has it, None if n/a."""
-        span = self.broken.get(impl)
+        """True if ``version`` has the bug, False if not, None if never on ``impl``."""
+        span = self.spans.get(impl)
         if span is None:
             return None
-        return span[0] <= version < span[1]
+        first_broken, first_fixed = span
+        return release(first_broken) <= version and (
+            first_fixed is None or version < release(first_fixed)
+        )
 
     def __repr__(self) -> str:
         return "<Fix {} {}>".format(self.id, self.upstream)

@@ -21,16 +21,13 @@ from ..implementations import Release, release
 from .base import PROTOCOL, CompletionHook, Fix, MethodHook
 from .timers import NO_TIMER, cancel_keepalive
 
-_METHOD = release("0.3.0")
-_RENAMED = release("0.19.0")
-
 
 def upgrade_method(version: Release) -> str:
     """``handle_upgrade(event)`` 0.3.0-0.18.3; ``handle_websocket_upgrade`` since;
     before 0.3.0 the module function ``websocket_upgrade(self)``: ''."""
-    if version < _METHOD:
+    if version < release("0.3.0"):
         return ""
-    return "handle_upgrade" if version < _RENAMED else "handle_websocket_upgrade"
+    return "handle_upgrade" if version < release("0.19.0") else "handle_websocket_upgrade"
 
 
 def _cancel_before(original: Callable) -> Callable:
@@ -62,6 +59,6 @@ FIX = Fix(
     broken={"h11": ("0.2.21", "0.53.0"), "httptools": None},
     hooks=_hooks,
     inspects=_inspects,
-    not_applicable={"httptools": "h11 only; the httptools upgrade race (R2) has no upstream fix"},
+    not_applicable={"httptools": "h11 only; the httptools upgrade race is fix R2"},
     absent=NO_TIMER,
 )

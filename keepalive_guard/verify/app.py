@@ -24,19 +24,34 @@ Routes (query ``s`` is a delay in seconds):
   ANY  /echo?s=       sleeps, reads the whole body, answers with a
                       description of the request (bug C, differential)
   GET  /stream        a streamed (chunked) response in several parts
-  WS   /ws            accepts and echoes text until the client leaves (E2)
+  GET  /hold?token=&s= waits up to s seconds in receive() for http.disconnect,
+                      then answers; what it got, and when, is kept (R1)
+  GET  /held?token=   {"waiting": t, "told": t, "got": type} of that /hold
+  POST /early         answers at once, without reading the body (R3)
+  GET  /probe?token=  answers, with a weakly tracked object in its scope (R5)
+  GET  /probes?token=a,b  {"alive": n}: how many of those scopes are still
+                      alive after a full garbage collection
+  WS   /ws            accepts and echoes text until the client leaves (E2, R2)
   GET  /_guard        this process's PID and what keepalive-guard did in it
 """
 
 import asyncio
+import gc
 import json
 import os
 import sys
 import time
+import weakref
 from urllib.parse import parse_qs
 
 _background = set()
 _listeners = {}  # token -> {"sent": t, "told": t}, for /listening
+_holds = {}  # token -> {"waiting": t, "told": t, "got": type}, for /held
+_probes = weakref.WeakValueDictionary()  # token -> the object in that request's scope
+
+
+class _Probe(object):
+    """Lives exactly as long as the scope of the /probe request holding it."""
 
 
 def _query(scope, name, default=""):
@@ -183,6 +198,36 @@ async def app(scope, receive, send):
             await send({"type": "http.response.body", "body": part, "more_body": True})
             await asyncio.sleep(0)
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/hold":
+        await _read_body(receive)
+        record = _holds.setdefault(_query(scope, "token"), {})
+        record["waiting"] = time.monotonic()
+        try:
+            message = await asyncio.wait_for(receive(), delay)
+        except asyncio.TimeoutError:
+            message = {"type": "timeout"}
+        record["got"] = message["type"]
+        if message["type"] == "http.disconnect":
+            record["told"] = time.monotonic()
+        await _respond(send, b"held")
+    elif path == "/held":
+        await _read_body(receive)
+        record = _holds.get(_query(scope, "token"), {})
+        await _respond(send, json.dumps(record).encode(), content_type=b"application/json")
+    elif path == "/early":
+        await _respond(send, b"early")
+    elif path == "/probe":
+        await _read_body(receive)
+        probe = scope["keepalive_guard.probe"] = _Probe()
+        _probes[_query(scope, "token")] = probe
+        await _respond(send, b"probed")
+    elif path == "/probes":
+        await _read_body(receive)
+        gc.collect()
+        alive = sum(1 for token in _query(scope, "token").split(",") if token in _probes)
+        await _respond(
+            send, json.dumps({"alive": alive}).encode(), content_type=b"application/json"
+        )
     elif path == "/_guard":
         await _read_body(receive)
         body = json.dumps(_guard_state(), sort_keys=True).encode()

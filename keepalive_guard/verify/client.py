@@ -6,6 +6,7 @@ is bounded by a deadline.
 """
 
 import socket
+import struct
 import time
 
 
@@ -38,6 +39,11 @@ class Client(object):
         self.close()
 
     def close(self):
+        self.sock.close()
+
+    def reset(self):
+        """Close with a TCP RST instead of a FIN (SO_LINGER 0)."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
     def send(self, data):
@@ -123,6 +129,21 @@ class Client(object):
         response.raw = head + response.body
         return response
 
+    def read_frame(self, timeout=5.0):
+        """The next WebSocket frame from the server as (opcode, payload), or None."""
+        deadline = time.monotonic() + timeout
+        head = self._read_exact(2, deadline)
+        if head is None:
+            return None
+        size = head[1] & 0x7F
+        if size >= 126:
+            extra = self._read_exact(2 if size == 126 else 8, deadline)
+            if extra is None:
+                return None
+            size = int.from_bytes(extra, "big")
+        payload = self._read_exact(size, deadline)
+        return None if payload is None else (head[0] & 0x0F, payload)
+
     def wait_closed(self, timeout):
         """Seconds until the server closes the connection, or None."""
         start = time.monotonic()
@@ -157,3 +178,17 @@ WEBSOCKET_UPGRADE = (
     b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
+
+
+_MASK = b"\x37\xfa\x21\x3d"
+
+
+def websocket_frame(payload, opcode=0x1):
+    """A client's masked, final WebSocket frame (payload under 126 bytes)."""
+    masked = bytes(byte ^ _MASK[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + _MASK + masked
+
+
+def websocket_close():
+    """A client's close frame, status 1000."""
+    return websocket_frame(b"\x03\xe8", opcode=0x8)

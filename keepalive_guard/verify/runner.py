@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List
 
 from ..config import parse_fixes
+from ..decide import version_decision
 from ..fixes import CATALOGUE
-from ..implementations import IMPLEMENTATIONS, distribution_version, parse_version, release
+from ..implementations import IMPLEMENTATIONS, distribution_version
 from .scenarios import RUNS, SCENARIOS, TIMEOUT
 from .server import Server
 
@@ -49,7 +50,6 @@ def _measure(scenario, http, guard, ws, loop):
 def plan_rows(fixes: str) -> "List[Dict[str, object]]":
     """One row per (scenario, implementation): runnable or why not."""
     version_text = distribution_version("uvicorn")
-    version = parse_version(version_text)
     ws = _websocket_library()
     selected = parse_fixes(fixes)
     installed = _implementations()
@@ -65,21 +65,16 @@ def plan_rows(fixes: str) -> "List[Dict[str, object]]":
                 "runs": RUNS,
                 "why": "",
             }
-            broken = fix.is_broken(http, version) if version is not None else None
+            # What the version settles, as the guard decides it; the rest has the bug.
+            decided = version_decision(fix, http, version_text, selected)
             if scenario.bug not in selected:
                 row["why"] = "not selected ({!r})".format(fixes)
-            elif version is None:
-                row["why"] = (
-                    "uvicorn is not installed" if version_text is None else "unparseable version"
-                )
+            elif version_text is None:
+                row["why"] = "uvicorn is not installed"
             elif http not in installed:
                 row["why"] = "{} is not installed".format(http)
-            elif broken is None:
-                row["why"] = fix.not_applicable.get(http, "bug not present")
-            elif version < release(fix.spans[http][0]):
-                row["why"] = fix.absent or "the bug came in {}".format(fix.spans[http][0])
-            elif not broken:
-                row["why"] = "fixed upstream in {}".format(fix.first_fixed[http])
+            elif decided is not None:
+                row["why"] = decided[1]
             elif scenario.ws and ws is None:
                 row["why"] = (
                     "no WebSocket library installed: uvicorn cannot upgrade, the bug cannot occur"

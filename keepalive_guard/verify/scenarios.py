@@ -12,7 +12,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .client import WEBSOCKET_UPGRADE, get, post
+from .client import WEBSOCKET_UPGRADE, get, post, websocket_frame
 
 #: --timeout-keep-alive of every server a scenario runs against (seconds).
 TIMEOUT = 1.0
@@ -65,16 +65,16 @@ EARLY_DISCONNECT_ERRORS = re.compile(
 )
 
 
-def _record(server, token, timeout):
-    """The app's /listening record for ``token`` once it has "told", or what it has then."""
+def _poll(server, path, done, timeout):
+    """GET ``path`` on a new connection until ``done(record)`` or ``timeout``; the last record."""
+    deadline = time.monotonic() + timeout
     with server.client() as probe:
-        deadline = time.monotonic() + timeout
         while True:
-            probe.send(get("/listening?token=" + token))
+            probe.send(get(path))
             answer = probe.read_response(timeout=5)
-            assert answer is not None, "GET /listening failed"
+            assert answer is not None, "GET {} failed".format(path)
             record = json.loads(answer.body.decode())
-            if "told" in record or time.monotonic() > deadline:
+            if done(record) or time.monotonic() > deadline:
                 return record
             time.sleep(0.05)
 
@@ -103,7 +103,7 @@ def b_receive_after_response_waits(server):
         response = client.read_response(timeout=5)
         assert response is not None and response.body == b"after", "GET /after failed"
         client.wait_closed(timeout=TIMEOUT * 3)  # idle on keep-alive (0.2.x: never closes)
-    record = _record(server, token, timeout=TIMEOUT * 3)
+    record = _poll(server, "/listening?token=" + token, lambda r: "told" in r, TIMEOUT * 3)
     return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
 
 
@@ -139,7 +139,7 @@ def c_pipelined_listener_not_told(server):
         client.send(get("/sleep?s=0") + get("/listen?token=" + token) + get("/sleep?s=0"))
         responses = [client.read_response(timeout=5) for _ in range(3)]
         assert all(r is not None for r in responses), "pipelined responses missing"
-        record = _record(server, token, timeout=TIMEOUT * 3)
+        record = _poll(server, "/listening?token=" + token, lambda r: "told" in r, TIMEOUT * 3)
     return "told" not in record or record["told"] - record["sent"] > TIMEOUT / 2
 
 
@@ -190,6 +190,73 @@ def e2_websocket_behind_request(server):
     return False  # counted in the log
 
 
+def r1_running_request_not_told(server):
+    """R1: a request waits in receive() with another queued behind it; the client leaves.
+
+    h11 (and a fixed httptools) tell the waiting request at once; broken,
+    it waits until the app gives up (here 3 s).
+    """
+    token = os.urandom(8).hex()
+    with server.client() as client:
+        client.send(get("/hold?s=3&token=" + token) + get("/"))
+        waiting = _poll(server, "/held?token=" + token, lambda r: "waiting" in r, 5)
+        assert "waiting" in waiting, "/hold never started"
+    record = _poll(server, "/held?token=" + token, lambda r: "got" in r, 1.0)
+    return "told" not in record or record["told"] - record["waiting"] > 1.5
+
+
+def r2_upgrade_answered_first(server):
+    """R2: a slow GET and a WebSocket upgrade pipelined; the 101 comes first, or the
+    HTTP keep-alive timer closes the WebSocket."""
+    with server.client() as client:
+        client.send(get("/sleep?s=0.5") + WEBSOCKET_UPGRADE)
+        first = client.read_response(timeout=5)
+        assert first is not None, "no response"
+        if first.status != 200:
+            return True
+        upgraded = client.read_response(timeout=5)
+        assert upgraded is not None and upgraded.status == 101, "WebSocket upgrade failed"
+        if client.wait_closed(timeout=TIMEOUT * 1.8) is not None:
+            return True
+        client.send(websocket_frame(b"still open"))
+        return client.read_frame(timeout=5) != (0x1, b"still open")
+
+
+def r3_idle_after_late_body(server):
+    """R3: answered before its body arrived; once the rest arrives, no timer closes it."""
+    body = b"0123456789" * 2
+    request = post("/early", body)
+    with server.client() as client:
+        client.send(request[:-10])
+        response = client.read_response(timeout=5)
+        assert response is not None and response.body == b"early", "POST /early failed"
+        client.send(request[-10:])
+        closed_after = client.wait_closed(timeout=TIMEOUT * 3)
+        return closed_after is None or closed_after > TIMEOUT * 1.5
+
+
+def r4_idle_without_request(server):
+    """R4: a connection that sends nothing is never closed."""
+    with server.client() as client:
+        closed_after = client.wait_closed(timeout=TIMEOUT * 3)
+        return closed_after is None or closed_after > TIMEOUT * 1.5
+
+
+def r5_protocol_kept_after_reset(server):
+    """R5: after a reset, the armed timer keeps the protocol, cycle and scope alive."""
+    token = os.urandom(8).hex()
+    client = server.client()
+    try:
+        client.send(get("/probe?token=" + token))
+        response = client.read_response(timeout=5)
+        assert response is not None and response.body == b"probed", "GET /probe failed"
+    finally:
+        client.reset()
+    time.sleep(TIMEOUT * 0.3)
+    record = _poll(server, "/probes?token=" + token, lambda r: True, 0)
+    return record["alive"] > 0
+
+
 SCENARIOS = (
     Scenario(
         "A",
@@ -218,6 +285,22 @@ SCENARIOS = (
         ws=True,
         log_marker=TIMER_TRACEBACK,
     ),
+    Scenario(
+        "R1",
+        "disconnect behind a queue",
+        r1_running_request_not_told,
+        implementations=("httptools",),
+    ),
+    Scenario(
+        "R2",
+        "upgrade behind a request",
+        r2_upgrade_answered_first,
+        implementations=("httptools",),
+        ws=True,
+    ),
+    Scenario("R3", "body after the response", r3_idle_after_late_body),
+    Scenario("R4", "no request at all", r4_idle_without_request),
+    Scenario("R5", "timer after a reset", r5_protocol_kept_after_reset),
 )
 
 

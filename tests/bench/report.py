@@ -1,4 +1,4 @@
-"""Render tests/bench/results.json as RESULTS.md (used by run.py; ``run.py --render``)."""
+"""Render tests/bench/results.json as docs/benchmarks.md (used by run.py; ``run.py --render``)."""
 
 import statistics
 

@@ -6,15 +6,16 @@ One command, from the repository root::
     python3 tests/bench/run.py            # full run (about 2 hours on 2 cores)
     python3 tests/bench/run.py --quick    # smoke run, under 3 minutes once the
                                           # environments exist (first build ~1 min)
-    python3 tests/bench/run.py --render   # rewrite RESULTS.md from results.json
+    python3 tests/bench/run.py --render   # rewrite docs/benchmarks.md from results.json
     python3 tests/bench/run.py --only hook --only activation
                                           # re-run sections into the existing
                                           # results.json (recorded as a re-run;
                                           # --fresh starts a new file instead)
 
-It builds what it needs, runs every section and writes ``tests/bench/RESULTS.md``
-and ``tests/bench/results.json`` (``--quick`` writes ``RESULTS-quick.md`` /
-``results-quick.json`` unless ``--out`` says otherwise).
+It builds what it needs, runs every section and writes ``tests/bench/results.json``
+and its rendering, the project's benchmarks page ``docs/benchmarks.md``
+(``--quick`` writes ``tests/bench/RESULTS-quick.md`` / ``results-quick.json``, and
+``--out X.json`` writes ``X.json`` with its ``.md`` beside it).
 
 Environments: the project wheel is built with ``compat/envs.py build_wheel``
 into ``tests/bench/.work/dist``; one environment per uvicorn release with
@@ -1818,6 +1819,7 @@ def section_micro(cfg, envinfo, results):
 
 
 RESULTS_PATH = None
+DOCS_PAGE = HERE.parent.parent / "docs" / "benchmarks.md"  # the rendering of results.json
 
 
 def save(results):
@@ -1907,6 +1909,14 @@ def main(argv=None):
         help="interpreter for every environment (3.X or a path; default 3.11, "
         "the oldest that serves all three releases is 3.10)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config entry for this run, e.g. cg_loops=asyncio, cg_processes=3, "
+        "cg_reference=0 (comma-separated for tuples); recorded in the results' config",
+    )
     parser.add_argument("--pairs", type=int, help="A/B pairs per throughput case")
     parser.add_argument("--duration", type=int, help="seconds per wrk run")
     parser.add_argument("--out", type=Path, help="results.json path (RESULTS.md beside it)")
@@ -1928,6 +1938,8 @@ def main(argv=None):
     md_path = RESULTS_PATH.with_name(
         RESULTS_PATH.name.replace("results", "RESULTS").replace(".json", ".md")
     )
+    if RESULTS_PATH == (HERE / "results.json").resolve():  # the committed results
+        md_path = DOCS_PAGE
     if args.render:
         results = json.loads(RESULTS_PATH.read_text())
         md_path.write_text(report.render(results, TARGETS, RESULTS_PATH.name))
@@ -1943,6 +1955,17 @@ def main(argv=None):
         cfg["pairs"] = args.pairs
     if args.duration:
         cfg["duration"] = args.duration
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in cfg:
+            parser.error("--set {}: no such config entry ({})".format(key, ", ".join(cfg)))
+        old = cfg[key]
+        if isinstance(old, tuple):
+            cfg[key] = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif isinstance(old, bool):
+            cfg[key] = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            cfg[key] = type(old)(value)
     sections = args.only or list(SECTIONS)
 
     def on_signal(signum, frame):
