@@ -47,7 +47,7 @@ def _measure(scenario, http, guard, ws, loop):
         return "error: {}".format(exc).splitlines()[0]
 
 
-def plan_rows(fixes: str) -> "List[Dict[str, object]]":
+def plan_rows(fixes: str, loop: str = "asyncio") -> "List[Dict[str, object]]":
     """One row per (scenario, implementation): runnable or why not."""
     version_text = distribution_version("uvicorn")
     ws = _websocket_library()
@@ -75,11 +75,14 @@ def plan_rows(fixes: str) -> "List[Dict[str, object]]":
                 row["why"] = "{} is not installed".format(http)
             elif decided is not None:
                 row["why"] = decided[1]
+            elif (http, loop) in scenario.unobservable:
+                row["why"] = scenario.unobservable[http, loop]
             elif scenario.ws and ws is None:
                 row["why"] = (
                     "no WebSocket library installed: uvicorn cannot upgrade, the bug cannot occur"
                 )
             row["applies"] = not row["why"]
+            row["unobservable"] = (http, loop) in scenario.unobservable
             row["_scenario"], row["_ws"] = scenario, (ws if scenario.ws else None)
             rows.append(row)
     return rows
@@ -87,7 +90,7 @@ def plan_rows(fixes: str) -> "List[Dict[str, object]]":
 
 def verify(fixes: str = "all", loop: str = "asyncio") -> "Dict[str, object]":
     """Run every applicable scenario unguarded and guarded; the result as data."""
-    rows = plan_rows(fixes)
+    rows = plan_rows(fixes, loop)
     jobs = []
     for row in rows:
         if row["applies"]:
