@@ -134,6 +134,12 @@ T_PROBE = 120
 T_GIT = 30
 
 GREEN, FLAGGED, FAILED, SKIPPED = "green", "flagged", "failed", "skipped"
+#: Releases on the index that no installer can install (studied from their source only).
+UNINSTALLABLE = {
+    release: "uvicorn %s cannot be installed: its sdist (the only file published) does not "
+    "build, its setup.py reads a README.md it does not ship" % release
+    for release in ("0.2.0", "0.2.1")
+}
 
 _print_lock = threading.Lock()
 _save_lock = threading.Lock()
@@ -591,6 +597,9 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
         "finished": None,
         "matrix_version": MATRIX_VERSION,
     }
+    if release in UNINSTALLABLE:
+        cell.update(state=SKIPPED, reasons=[UNINSTALLABLE[release]], finished=now())
+        return cell
     if minor not in found:
         cell.update(
             state=SKIPPED,
