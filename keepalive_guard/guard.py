@@ -13,8 +13,6 @@ import sys
 import threading
 from typing import Dict, List, Optional, Tuple
 
-import wrapt
-
 from . import config, decide, patcher
 from .errors import KeepaliveGuardError
 from .fixes import CATALOGUE, DEFAULT_FIX_IDS
@@ -72,8 +70,13 @@ def install(fixes: config.Selection = None, strict: bool = False) -> Report:
         if not (_state.installed and _state.selection == selection and _state.strict == strict):
             _reconfigure(selection, strict)
         if not _state.hooks_registered:
-            for impl in IMPLEMENTATIONS:
-                for name in impl.modules:
+            # Only for modules still to load: with uvicorn's protocol modules
+            # imported already, wrapt (about half of activation) is not.
+            waiting = [n for i in IMPLEMENTATIONS if i.loaded_module() is None for n in i.modules]
+            if waiting:
+                import wrapt
+
+                for name in waiting:
                     wrapt.register_post_import_hook(_on_import, name)
             _state.hooks_registered = True
     return status(import_modules=False)

@@ -17,10 +17,9 @@ that alone is 2-4% of a small request's work (docs/design.md).
 """
 
 import functools
+import sys
 import weakref
 from typing import Callable, Dict, List, Sequence, Tuple
-
-import wrapt
 
 from .errors import KeepaliveGuardError
 from .fixes import completion
@@ -30,8 +29,6 @@ MARK = "__keepalive_guard__"
 _MISSING = object()
 # By identity: a wrapt proxy of ours would compare and hash equal to it.
 _ours: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
-# wrapt 2 calls the root of its proxies BaseObjectProxy; wrapt 1 ObjectProxy.
-_PROXY = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 
 
 class Patch(object):
@@ -66,8 +63,15 @@ def is_ours(value: object) -> bool:
 
 
 def _is_wrapt_proxy(value: object) -> bool:
-    """A wrapt proxy (FunctionWrapper...): by type, which a proxy cannot forward."""
-    return issubclass(type(value), _PROXY)
+    """A wrapt proxy (FunctionWrapper...): by type, which a proxy cannot forward.
+
+    Without wrapt imported there is none.  wrapt 2 calls the root of its
+    proxies BaseObjectProxy, wrapt 1 ObjectProxy.
+    """
+    wrapt = sys.modules.get("wrapt")
+    if wrapt is None:
+        return False
+    return issubclass(type(value), getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy))
 
 
 def _layers(value: object):

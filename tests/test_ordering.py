@@ -207,6 +207,7 @@ import_protocols()
 before = snapshot()
 import keepalive_guard
 emit("states", states(keepalive_guard.install()))
+emit("wrapt", "wrapt" in sys.modules)
 emit("guarded", guarded())
 keepalive_guard.uninstall()
 emit("restored", changed(before))
@@ -214,6 +215,7 @@ emit("guarded_after_uninstall", guarded())
 """,
     )
     assert r["states"] == EXPECTED
+    assert r["wrapt"] is False, "nothing left to wait for: no post-import hook, no wrapt"
     assert_guarded(r["guarded"], "patched at install()")
     assert r["restored"] == [] and r["guarded_after_uninstall"] == {}
 

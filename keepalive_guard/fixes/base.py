@@ -60,6 +60,20 @@ class CompletionHook(object):
         self.impl = impl
 
 
+def completion_hooks(impl: str, version: Release) -> Tuple:
+    """``hooks`` of a fix whose whole work is a step of ``fixes/completion.py``."""
+    return (CompletionHook(impl),)
+
+
+def methods_by_impl(methods: "Dict[str, Tuple[str, ...]]") -> Callable:
+    """``inspects`` of a fix that depends on the same methods in every release."""
+
+    def inspects(impl: str, version: Release) -> "Tuple[str, ...]":
+        return methods[impl]
+
+    return inspects
+
+
 class Fix(object):
     """One fix, a backport of upstream's or one of our own.
 

@@ -37,7 +37,7 @@ import functools
 from typing import Callable, Sequence, Tuple
 
 from ..implementations import Release
-from .base import CompletionHook, Fix
+from .base import Fix, completion_hooks
 
 
 def reroute(protocol: object, event: asyncio.Event, queued: "Sequence[Tuple]") -> None:
@@ -76,10 +76,6 @@ def _has_news(cycle: object) -> bool:
     return bool(cycle.body) or not cycle.more_body
 
 
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (CompletionHook(impl),)
-
-
 _INSPECTS = {
     "h11": (
         "H11Protocol.on_response_complete",
@@ -110,7 +106,7 @@ FIX = Fix(
     summary="one message_event shared by every request on a connection",
     upstream="encode/uvicorn#748, PR #848",
     broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
-    hooks=_hooks,
+    hooks=completion_hooks,
     inspects=_inspects,
     absent="0.2.0-0.2.20 have no message_event handed to every request (it came in 0.2.21)",
 )

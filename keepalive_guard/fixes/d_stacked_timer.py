@@ -14,13 +14,8 @@ Step (``completion.py``): before the original ``on_response_complete``.
 from typing import Tuple
 
 from ..implementations import Release
-from .base import CompletionHook, Fix
+from .base import Fix, completion_hooks
 from .timers import NO_TIMER
-
-
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (CompletionHook(impl),)
-
 
 _PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 
@@ -34,7 +29,7 @@ FIX = Fix(
     summary="a second keep-alive timer armed without cancelling the first",
     upstream="encode/uvicorn#824, PR #832",
     broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
-    hooks=_hooks,
+    hooks=completion_hooks,
     inspects=_inspects,
     absent=NO_TIMER,
 )

@@ -34,16 +34,8 @@ range (two fingerprints of the method per implementation, 0.11.0-0.12.2 and
 0.12.3-0.27.0, checked below, with the methods it calls).
 """
 
-from typing import Tuple
-
-from ..implementations import Release
-from .base import CompletionHook, Fix
+from .base import Fix, completion_hooks, methods_by_impl
 from .timers import NO_TIMER
-
-
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (CompletionHook(impl),)
-
 
 _INSPECTS = {
     "h11": (
@@ -59,16 +51,12 @@ _INSPECTS = {
 }
 
 
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return _INSPECTS[impl]
-
-
 FIX = Fix(
     id="E",
     summary="keep-alive timer left armed while the next request is processed",
     upstream="encode/uvicorn#1637, PR #2243",
     broken={"h11": ("0.2.21", "0.27.1"), "httptools": ("0.2.21", "0.27.1")},
-    hooks=_hooks,
-    inspects=_inspects,
+    hooks=completion_hooks,
+    inspects=methods_by_impl(_INSPECTS),
     absent=NO_TIMER,
 )

@@ -32,10 +32,8 @@ original ``on_response_complete``; three attribute reads on every response.
 """
 
 import weakref
-from typing import Tuple
 
-from ..implementations import Release
-from .base import CompletionHook, Fix
+from .base import Fix, completion_hooks, methods_by_impl
 
 
 def watch(protocol: object, impl: str) -> None:
@@ -75,10 +73,6 @@ def _httptools_idle(protocol: object, cycle: object) -> bool:
     return protocol.scope is cycle.scope and not protocol.pipeline
 
 
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (CompletionHook(impl),)
-
-
 _INSPECTS = {
     "h11": (
         "H11Protocol.on_response_complete",
@@ -97,15 +91,11 @@ _INSPECTS = {
 }
 
 
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return _INSPECTS[impl]
-
-
 FIX = Fix(
     id="R3",
     summary="no keep-alive timer after an answered request's body arrives",
     upstream="no upstream issue",
     broken={"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
-    hooks=_hooks,
-    inspects=_inspects,
+    hooks=completion_hooks,
+    inspects=methods_by_impl(_INSPECTS),
 )
