@@ -210,15 +210,19 @@ _FLOORS = [
 ]
 
 
+#: 0.2.x import websockets from their protocol modules, and no websockets
+#: release both works with their code and imports on 3.7+ here (asyncio.coroutine
+#: is gone in 3.11; newer websockets lack their WebSocketCommonProtocol API):
+#: they run on 3.6 only.
+_CEILINGS = [((0, 3, 0), 13), ((0, 0, 0), 6)]
+
+
 def supported_pythons(uvicorn_version: str) -> List[str]:
-    """Minors "3.6".."3.13" on which *uvicorn_version* can be installed here."""
+    """Minors "3.6".."3.13" on which *uvicorn_version* can be installed and imported here."""
     release = parse_release(uvicorn_version)
-    floor = 6
-    for first, minor in _FLOORS:
-        if release >= first:
-            floor = minor
-            break
-    return ["3.%d" % m for m in range(floor, 14)]
+    floor = next(minor for first, minor in _FLOORS if release >= first)
+    ceiling = next(minor for first, minor in _CEILINGS if release >= first)
+    return ["3.%d" % m for m in range(floor, ceiling + 1)]
 
 
 def _main(argv: List[str]) -> int:

@@ -85,8 +85,10 @@ FIX = Fix(
     id="R2",
     summary="httptools: a pipelined WebSocket upgrade answered before the request ahead of it",
     upstream="no upstream issue; h11's timer side: PR #3107",
-    broken={"h11": None, "httptools": ("0.2.21", None)},
+    broken={"h11": None, "httptools": ("0.3.0", None)},
     hooks=_hooks,
     inspects=_inspects,
     not_applicable={"h11": "h11 answers a pipelined upgrade in order"},
+    absent="covered from 0.3.0: before it the upgrade is a module function serving the "
+    "WebSocket inside the HTTP protocol, which this fix does not hook",
 )

@@ -60,7 +60,9 @@ FIX = Fix(
     id="R5",
     summary="the keep-alive timer keeps a reset connection's protocol alive",
     upstream="no upstream issue; 0.18.3 cancels only when exc is None",
-    broken={"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
+    broken={"h11": ("0.3.3", None), "httptools": ("0.3.3", None)},
     hooks=_hooks,
     inspects=_inspects,
+    absent="covered from 0.3.3: 0.2.21-0.3.2 also hold every request's protocol in a "
+    "response-timeout timer (timeout_response) for a minute, which this fix does not cancel",
 )
