@@ -18,15 +18,19 @@ import sysconfig
 import warnings
 
 import pytest
-from conftest import FIRST_FIXED, IMPLEMENTATIONS, OPT_IN, expected_state, uvicorn_version
+from conftest import (
+    FIRST_FIXED,
+    HAS_CONFIG,
+    IMPLEMENTATIONS,
+    OPT_IN,
+    expected_state,
+)
 from harness import Server
-from packaging.version import Version
 
 from keepalive_guard.verify.scenarios import SCENARIOS, TIMEOUT
 
 ALL_FIXES = tuple(FIRST_FIXED)
 FIXES = tuple(fix for fix in ALL_FIXES if fix not in OPT_IN)  # the default selection
-HAS_CONFIG = uvicorn_version() >= Version("0.3.26")  # uvicorn.config, where --http names live
 IMPLS = ("h11", "httptools")
 RUN_TIMEOUT = 90  # seconds per subprocess; they normally take well under one
 
