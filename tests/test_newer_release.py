@@ -1,7 +1,10 @@
 """A uvicorn release newer than any this build studied, made from the installed one.
 
 The installed uvicorn package is copied and its ``__version__`` set to
-0.99.0 (methods unchanged), then shadows the real one on ``PYTHONPATH``
+0.99.0 (methods unchanged), beside a ``uvicorn-0.99.0.dist-info`` as an
+install of that release has (0.2.x's ``uvicorn/__init__`` imports the
+protocol modules before it sets ``__version__``: the guard reads the
+version there then), then shadows the real one on ``PYTHONPATH``
 for ``python -m keepalive_guard status --json`` and ``check``: what upstream
 fixed is "fixed upstream" with no WARNING and ``check`` exits 0.  The same
 copy with one method altered, that a fix decided by code inspects, gives
@@ -46,10 +49,16 @@ def _copy(tmp_path, alter=None):
             source.write_text(text)
             found += count
     assert found == 1, "no single __version__ line in {}".format(target)
+    info = tmp_path / "uvicorn-{}.dist-info".format(NEWER)
+    info.mkdir()
+    info.joinpath("METADATA").write_text(
+        "Metadata-Version: 2.1\nName: uvicorn\nVersion: {}\n".format(NEWER)
+    )
     if alter is not None:
         impl, key = alter
-        module = next(i for i in IMPLS if i.name == impl).module
-        path = tmp_path.joinpath(*module.split(".")).with_suffix(".py")
+        modules = next(i for i in IMPLS if i.name == impl).modules  # h11 / h11_impl
+        paths = [tmp_path.joinpath(*m.split(".")).with_suffix(".py") for m in modules]
+        path = next(p for p in paths if p.exists())
         class_name, method = key.split(".")
         with path.open("a") as f:  # a distro's patch of one method
             f.write(
