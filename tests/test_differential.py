@@ -29,6 +29,35 @@ CASE_TIMEOUT = 8.0  # per case, for its responses
 CLOSE_TIMEOUT = TIMEOUT + 8.0  # for the server's keep-alive close afterwards
 HOST = b"Host: 127.0.0.1\r\n"
 KEEPALIVE_TIMER = uvicorn_version() >= Version(FIRST_BROKEN["D"])  # from 0.2.21
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # in a failure's repr: differs between servers
+
+
+def _websocket_gap():
+    """Why the release's own ``--ws wsproto`` cannot complete an exchange here, or None.
+
+    0.2.x has no wsproto implementation; 0.3.0 up to some 0.4.x speak wsproto's
+    pre-0.13 API (no ``ConnectionType``), which the installed wsproto lacks.
+    """
+    import importlib.util
+
+    import wsproto
+
+    spec = importlib.util.find_spec("uvicorn.protocols.websockets.wsproto_impl")
+    if spec is None or spec.origin is None:
+        return "uvicorn {} has no wsproto WebSocket implementation (from 0.3.0)".format(
+            uvicorn_version()
+        )
+    with open(spec.origin) as handle:
+        if "ConnectionType" not in handle.read():
+            return (
+                "uvicorn {}'s wsproto_impl speaks wsproto's pre-0.13 API; {} is installed".format(
+                    uvicorn_version(), getattr(wsproto, "__version__", "a newer wsproto")
+                )
+            )
+    return None
+
+
+WEBSOCKET_GAP = _websocket_gap()
 
 
 class RecordingClient(Client):
@@ -301,6 +330,10 @@ def _get(results, logs, name, label):
     return result
 
 
+def _failure(results, name, label):
+    return ADDRESS.sub("", repr(results[name, label]))
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_identical_bytes(http, name):
     results, logs, guard = _results(http)
@@ -308,8 +341,14 @@ def test_identical_bytes(http, name):
     if not KEEPALIVE_TIMER and isinstance(results[name, "plain"], Exception):
         # 0.2.x cannot serve this case (no 100-continue, no h11 pipelining):
         # the guarded server must fail it the same way.
-        assert repr(results[name, "guarded"]) == repr(results[name, "plain"]), logs["guarded"]
+        assert _failure(results, name, "guarded") == _failure(results, name, "plain"), logs
+        if name.startswith("websocket_"):
+            pytest.skip(WEBSOCKET_GAP)
         return
+    if WEBSOCKET_GAP and name.startswith("websocket_"):
+        # the release's own server does not complete it: the guarded one fails alike
+        assert _failure(results, name, "guarded") == _failure(results, name, "plain"), logs
+        pytest.skip(WEBSOCKET_GAP)
     plain = _get(results, logs, name, "plain")
     guarded = _get(results, logs, name, "guarded")
     count = CASES[name][1]
