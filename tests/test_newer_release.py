@@ -20,7 +20,7 @@ import sys
 
 import pytest
 import uvicorn
-from conftest import FIRST_FIXED, IMPLEMENTATIONS, NEVER, OPT_IN
+from conftest import FIRST_BROKEN, FIRST_FIXED, IMPLEMENTATIONS, NEVER, OPT_IN, has_bug
 
 from keepalive_guard.fingerprint import studied
 from keepalive_guard.fixes import CATALOGUE
@@ -110,19 +110,26 @@ def test_newer_release_keeps_what_upstream_fixed(tmp_path):
 
 
 def _code_decided():
-    """(impl, Class.method) that a default fix without an upstream fix inspects on NEWER."""
+    """(fix, impl, Class.method): a default fix without an upstream fix inspects it on NEWER."""
     version = parse_version(NEWER)
     for fix in CATALOGUE.values():
         for impl in IMPLEMENTATIONS:
             if fix.default and fix.is_broken(impl, version):
-                return impl, fix.inspects(impl, version)[0]
+                return fix.id, impl, fix.inspects(impl, version)[0]
     return None
 
 
 def test_newer_release_with_an_altered_method_warns_once(tmp_path):
-    alter = _code_decided()
-    if alter is None:
+    decided = _code_decided()
+    if decided is None:
         pytest.fail("no fix is decided by code on a newer release: nothing to alter")
+    fix, impl, method = decided
+    if not has_bug(fix, impl):  # 0.2.0-0.2.20: no keep-alive timer, no R bug
+        pytest.skip(
+            "uvicorn {} has no bug {} (from {}): unaltered, its code already is not what "
+            "{} inspects".format(uvicorn.__version__, fix, FIRST_BROKEN[fix], fix)
+        )
+    alter = impl, method
     path = _copy(tmp_path, alter)
     code, out, err = _run(path, "check")
     warnings = [line for line in err.splitlines() if line.startswith("WARNING")]
