@@ -37,7 +37,9 @@ from conftest import (
     has_bug,
     protocol_module,
     uvicorn_argv,
+    uvicorn_version,
 )
+from packaging.version import Version
 from routes_support import (
     CommandServer,
     loop_usable,
@@ -359,6 +361,24 @@ def expected_levels():
     return ("INFO",) if activation_impl() else ("DEBUG", "INFO")
 
 
+#: Known package bug (keepalive_guard/serverlog.py, _hook_main): the waiting line is
+#: released only after uvicorn's get_logger (0.2.15+) or Config.configure_logging (0.11+);
+#: 0.2.0-0.2.14's CLI calls logging.basicConfig itself, so the line never shows.
+CLI_LINE_BUG = pytest.mark.xfail(
+    uvicorn_version() < Version("0.2.15"),
+    reason="package bug: serverlog has no release hook for uvicorn 0.2.0-0.2.14's CLI",
+    strict=True,
+)
+#: Known package bug (same module): before 0.11 a gunicorn worker hands uvicorn its own
+#: logger, so neither get_logger nor Config.configure_logging runs: the line never shows.
+GUNICORN_LINE_BUG = pytest.mark.xfail(
+    uvicorn_version() < Version("0.11.0"),
+    reason="package bug: serverlog has no release hook in gunicorn workers before 0.11",
+    strict=True,
+)
+
+
+@CLI_LINE_BUG
 def test_cli_logs_activation_once(log_results):
     """KEEPALIVE_GUARD=1 uvicorn app: one activation line, in uvicorn's format, at INFO
     where a fix applies (DEBUG, shown with --log-level debug, where none does)."""
@@ -383,6 +403,7 @@ def test_cli_workers_log_once_per_worker(log_results):
     assert len(guard_lines(result["log"])) == 2, describe(result)
 
 
+@GUNICORN_LINE_BUG
 def test_gunicorn_worker_logs_once_per_worker(log_results):
     """gunicorn -k keepalive_guard.workers.UvicornH11Worker -w 2: the line in gunicorn's
     format, once from each worker's PID, never from the master's."""
