@@ -369,11 +369,12 @@ CLI_LINE_BUG = pytest.mark.xfail(
     reason="package bug: serverlog has no release hook for uvicorn 0.2.0-0.2.14's CLI",
     strict=True,
 )
-#: Known package bug (same module): before 0.11 a gunicorn worker hands uvicorn its own
-#: logger, so neither get_logger nor Config.configure_logging runs: the line never shows.
+#: Known package bug (same module): before 0.10.0 uvicorn's gunicorn worker gives
+#: ``uvicorn.error`` no handler (it hands uvicorn gunicorn's logger object), and neither
+#: get_logger nor Config.configure_logging runs there: the line never shows.
 GUNICORN_LINE_BUG = pytest.mark.xfail(
-    uvicorn_version() < Version("0.11.0"),
-    reason="package bug: serverlog has no release hook in gunicorn workers before 0.11",
+    uvicorn_version() < Version("0.10.0"),
+    reason="package bug: serverlog has no route to gunicorn's log in workers before 0.10.0",
     strict=True,
 )
 
