@@ -88,6 +88,64 @@ def expected_state(fix, http):
     return "applied" if has_bug(fix, http) else "fixed upstream"
 
 
+#: releases before 0.6.0 call ASGI 2 applications and adapt nothing
+APP = "keepalive_guard.verify.app:" + (
+    "app" if uvicorn_version() >= Version("0.6.0") else "ASGI2App"
+)
+#: What the release can have (README's route table): a keep-alive timer and
+#: --timeout-keep-alive from 0.2.21; uvicorn.config (Config(http=<class>),
+#: uvicorn.run(app, http=<class>), the --http names) from 0.3.26; --lifespan
+#: from 0.4.0; --workers and --reload from 0.5.0; ``python -m uvicorn`` from 0.9.1.
+HAS_TIMER = uvicorn_version() >= Version("0.2.21")
+HAS_CONFIG = uvicorn_version() >= Version("0.3.26")
+HAS_CHILDREN = uvicorn_version() >= Version("0.5.0")
+NO_CONFIG = "uvicorn {} has no uvicorn.config (from 0.3.26)".format(uvicorn_version())
+NO_CHILDREN = "uvicorn {} has no --workers / --reload (from 0.5.0)".format(uvicorn_version())
+NO_TIMER = "uvicorn {} has no --timeout-keep-alive (from 0.2.21)".format(uvicorn_version())
+
+#: ``python -m uvicorn`` from 0.9.1; before, uvicorn.main's click command
+UVICORN = [sys.executable] + (
+    ["-m", "uvicorn"]
+    if uvicorn_version() >= Version("0.9.1")
+    else ["-c", "import sys; from uvicorn.main import main; sys.argv[0] = 'uvicorn'; main()"]
+)
+#: --lifespan from 0.4.0; --disable-lifespan before (from 0.3.2x), nothing before that
+LIFESPAN_OFF = (
+    ["--lifespan", "off"]
+    if uvicorn_version() >= Version("0.4.0")
+    else ["--disable-lifespan"]
+    if HAS_CONFIG
+    else []
+)
+#: --timeout-keep-alive from 0.2.21, --no-access-log from 0.3.3
+TIMER_ARGS = ["--timeout-keep-alive", "1"] if HAS_TIMER else []
+QUIET = ["--no-access-log"] if uvicorn_version() >= Version("0.3.3") else []
+#: uvicorn 0.3.26-0.3.27's own workers use Config without importing it: no worker starts
+GUNICORN_BROKEN = Version("0.3.26") <= uvicorn_version() < Version("0.3.28")
+NO_GUNICORN = "uvicorn {}'s gunicorn workers cannot start".format(uvicorn_version())
+#: uvicorn.run("mod:app", lifespan=...) from 0.4.0 (before: run(**kwargs), no lifespan)
+HAS_RUN_STRING = uvicorn_version() >= Version("0.4.0")
+NO_RUN_STRING = 'uvicorn {} has no uvicorn.run("mod:app", lifespan=...) (from 0.4.0)'.format(
+    uvicorn_version()
+)
+
+
+def uvicorn_argv(*extra):
+    """``python -m uvicorn`` with the suite's settings; the port comes last."""
+
+    def argv(port):
+        return (
+            UVICORN
+            + [APP, "--host", "127.0.0.1", "--port", str(port), "--loop", "asyncio"]
+            + LIFESPAN_OFF
+            + TIMER_ARGS
+            + QUIET
+            + list(extra)
+        )
+
+    return argv
+
+
 def _importable(name):
     try:
         __import__(name)

@@ -14,6 +14,7 @@ import h11
 import pytest
 import uvicorn
 from conftest import (
+    FIRST_BROKEN,
     FIRST_FIXED,
     NEVER,
     OPT_IN,
@@ -21,6 +22,7 @@ from conftest import (
     expected_state,
     has_bug,
     protocol_module,
+    uvicorn_version,
 )
 from packaging.version import Version
 
@@ -730,6 +732,13 @@ def _foreign_timeout_handler(self):
 def test_check_fails_on_an_r_fix_only_when_strict(guard, monkeypatch, capsys):
     """An R fix (no upstream fix) refused on unknown code: reported; fails only --strict."""
     from keepalive_guard import cli
+
+    if not has_bug("R3", "h11"):
+        pytest.skip(
+            "uvicorn {} has no keep-alive timer, hence no R fix (from {})".format(
+                uvicorn_version(), FIRST_BROKEN["R3"]
+            )
+        )
 
     # Only R3, R4 and R5 inspect the timer's handler.
     monkeypatch.setattr(

@@ -99,4 +99,6 @@ def test_r4_is_opt_in(http):
     (scenario,) = [s for s in SCENARIOS if s.bug == "R4"]
     count, status, log = _run(http, scenario, "all")
     assert _fix_state(status, "R4", http) == "disabled", log
-    assert count == (RUNS if has_bug("R4", http) else 0), log
+    # before 0.2.21 (FIRST_BROKEN) no keep-alive timer closes any idle connection
+    no_timer = uvicorn_version() < Version(FIRST_BROKEN["R4"])
+    assert count == (RUNS if has_bug("R4", http) or no_timer else 0), log

@@ -29,6 +29,27 @@ CASE_TIMEOUT = 8.0  # per case, for its responses
 CLOSE_TIMEOUT = TIMEOUT + 8.0  # for the server's keep-alive close afterwards
 HOST = b"Host: 127.0.0.1\r\n"
 KEEPALIVE_TIMER = uvicorn_version() >= Version(FIRST_BROKEN["D"])  # from 0.2.21
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # in a failure's repr: differs between servers
+
+
+#: Releases before this one may not complete a WebSocket exchange themselves (0.2.x has
+#: no --ws wsproto; 0.3.26 with its wsproto never answers the client's close frame);
+#: from it on (the default cells' 0.11.0 and newer) an unguarded server must complete them.
+WEBSOCKET_TRUSTED = Version("0.11.0")
+
+
+def _websocket_gap(results, name):
+    """Why this release's own server is no reference for WebSocket case ``name``, or None."""
+    plain = results[name, "plain"]
+    if not name.startswith("websocket_") or not isinstance(plain, Exception):
+        return None
+    if uvicorn_version() >= WEBSOCKET_TRUSTED:
+        return None
+    import wsproto
+
+    return "uvicorn {} (--ws wsproto, wsproto {}) fails it itself: {}".format(
+        uvicorn_version(), getattr(wsproto, "__version__", "?"), ADDRESS.sub("", repr(plain))
+    )
 
 
 class RecordingClient(Client):
@@ -301,6 +322,10 @@ def _get(results, logs, name, label):
     return result
 
 
+def _failure(results, name, label):
+    return ADDRESS.sub("", repr(results[name, label]))
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_identical_bytes(http, name):
     results, logs, guard = _results(http)
@@ -308,8 +333,14 @@ def test_identical_bytes(http, name):
     if not KEEPALIVE_TIMER and isinstance(results[name, "plain"], Exception):
         # 0.2.x cannot serve this case (no 100-continue, no h11 pipelining):
         # the guarded server must fail it the same way.
-        assert repr(results[name, "guarded"]) == repr(results[name, "plain"]), logs["guarded"]
+        assert _failure(results, name, "guarded") == _failure(results, name, "plain"), logs
+        if _websocket_gap(results, name):
+            pytest.skip(_websocket_gap(results, name))
         return
+    if _websocket_gap(results, name):
+        # the release's own server does not complete it: the guarded one fails alike
+        assert _failure(results, name, "guarded") == _failure(results, name, "plain"), logs
+        pytest.skip(_websocket_gap(results, name))
     plain = _get(results, logs, name, "plain")
     guarded = _get(results, logs, name, "guarded")
     count = CASES[name][1]

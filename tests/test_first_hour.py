@@ -24,18 +24,34 @@ import sys
 import textwrap
 
 import pytest
-from conftest import IMPLEMENTATIONS, any_bug, has_bug
+from conftest import (
+    APP,
+    GUNICORN_BROKEN,
+    HAS_CHILDREN,
+    HAS_RUN_STRING,
+    IMPLEMENTATIONS,
+    NO_CHILDREN,
+    NO_GUNICORN,
+    NO_RUN_STRING,
+    any_bug,
+    has_bug,
+    protocol_module,
+    uvicorn_argv,
+    uvicorn_version,
+)
+from packaging.version import Version
 from routes_support import (
     CommandServer,
+    loop_usable,
     python_script,
     run_command,
     run_probes,
     worker_path,
+    worker_setting,
 )
 
 from keepalive_guard.verify.scenarios import SCENARIOS
 
-APP = "keepalive_guard.verify.app:app"
 E_SCENARIO = next(s for s in SCENARIOS if s.bug == "E")
 RUNS = 8  # two workers: enough connections to land on both
 CLASS_OF = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
@@ -93,6 +109,8 @@ def public_classes():
     from keepalive_guard import protocols
 
     found = [("keepalive_guard.protocols", name) for name in protocols.CLASSES]
+    if GUNICORN_BROKEN:  # the route is refused there (test_routes says how)
+        return found
     try:
         from keepalive_guard import workers
     except ImportError as exc:  # gunicorn not installed: say so, do not pass silently
@@ -121,10 +139,12 @@ def test_public_classes_pickle_in_fresh_process(workdir):
     assert len(results) == len(items)
     for module, name, is_expected, round_trip, _ in results:
         assert is_expected and round_trip, (module, name, results)
-    assert {r[1] for r in results} == {"AutoHTTPProtocol", "H11Protocol", "HttpToolsProtocol"} | {
-        "UvicornWorker",
-        "UvicornH11Worker",
-    }
+    workers = set() if GUNICORN_BROKEN else {"UvicornWorker", "UvicornH11Worker"}
+    assert {r[1] for r in results} == {
+        "AutoHTTPProtocol",
+        "H11Protocol",
+        "HttpToolsProtocol",
+    } | workers
 
 
 LAUNCHER = textwrap.dedent(
@@ -153,7 +173,7 @@ LAUNCHER = textwrap.dedent(
 
         http = getattr(protocols, name) if hasattr(protocols, name) else name
         uvicorn.run(
-            "keepalive_guard.verify.app:app",
+            options.pop("app"),
             host="127.0.0.1",
             port=port,
             http=http,
@@ -173,7 +193,7 @@ def launcher(workdir, name, **options):
         handle.write(LAUNCHER)
 
     def argv(port):
-        return [sys.executable, path, str(port), name, json.dumps(options)]
+        return [sys.executable, path, str(port), name, json.dumps(dict(options, app=APP))]
 
     return lambda: CommandServer(argv, env=env(), cwd=workdir, name="launcher " + name)
 
@@ -185,6 +205,8 @@ def e_impls():
 @pytest.fixture(scope="module")
 def class_results(workdir, tmp_path_factory):
     """uvicorn.run(http=<guarded class>, workers=2 | reload=True), and uvicorn's own class."""
+    if not HAS_CHILDREN:
+        pytest.skip(NO_CHILDREN)
     specs = {}
     for impl in e_impls():
         probe = {"scenario": E_SCENARIO, "runs": RUNS, "want_pids": 2}
@@ -247,29 +269,8 @@ def activation_impl():
 
 
 def uvicorn_cli(*extra):
-    impl = activation_impl() or "h11"
-
-    def argv(port):
-        return (
-            [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1"]
-            + [
-                "--port",
-                str(port),
-                "--loop",
-                "asyncio",
-                "--lifespan",
-                "off",
-                "--http",
-                impl,
-                "--timeout-keep-alive",
-                "1",
-                "--no-access-log",
-            ]
-            + list(extra)
-            + ([] if activation_impl() else ["--log-level", "debug"])
-        )
-
-    return argv
+    debug = [] if activation_impl() else ["--log-level", "debug"]
+    return uvicorn_argv("--http", activation_impl() or "h11", *(list(extra) + debug))
 
 
 def gunicorn_argv(workers):
@@ -278,7 +279,7 @@ def gunicorn_argv(workers):
     from keepalive_guard import workers as guarded
 
     worker = guarded.UvicornH11Worker
-    if worker.CONFIG_KWARGS.get("loop") == "uvloop":  # 0.11-0.12 without uvloop installed
+    if not loop_usable(worker_setting(worker, "loop")):  # 0.11-0.12 without uvloop installed
         worker = routes_support.GuardedUvicornWorkerAsyncio
     head = [python_script("gunicorn") or sys.executable]
     head += [] if python_script("gunicorn") else ["-m", "gunicorn"]
@@ -306,8 +307,9 @@ def gunicorn_argv(workers):
 
 
 def worker_impl(worker):
-    http = worker.CONFIG_KWARGS.get("http", "auto")
-    return getattr(http, "keepalive_guard_status", [None])[0].implementation
+    http = worker_setting(worker, "http")  # a guarded class; before 0.4.0 the name
+    status = getattr(http, "keepalive_guard_status", None)
+    return status[0].implementation if status else http
 
 
 @pytest.fixture(scope="module")
@@ -318,18 +320,35 @@ def log_results(workdir):
     one, two = {"want_pids": 1}, {"want_pids": 2}
     impl = activation_impl() or "h11"
     level = {} if activation_impl() else {"log_level": "debug"}  # nothing applies: DEBUG
-    specs = {
-        "cli": (cli("cli", uvicorn_cli(), KEEPALIVE_GUARD="1"), one),
-        "cli-workers": (
+    specs = {"cli": (cli("cli", uvicorn_cli(), KEEPALIVE_GUARD="1"), one)}
+    if HAS_CHILDREN:
+        specs["cli-workers"] = (
             cli("cli workers", uvicorn_cli("--workers", "2"), KEEPALIVE_GUARD="1"),
             two,
-        ),
-        "gunicorn": (cli("gunicorn", gunicorn_argv(2)), two),
-        "run-workers": (launcher(workdir, CLASS_OF[impl], workers=2, **level), two),
-        "user-logging": (launcher(workdir, CLASS_OF[impl], user_logging=True), one),
-        "foreign": (launcher(workdir, "H11Protocol", foreign_patch=True), one),
-    }
+        )
+        specs["run-workers"] = (launcher(workdir, CLASS_OF[impl], workers=2, **level), two)
+    if not GUNICORN_BROKEN:
+        specs["gunicorn"] = (cli("gunicorn", gunicorn_argv(2)), two)
+    if HAS_RUN_STRING:
+        specs["user-logging"] = (launcher(workdir, CLASS_OF[impl], user_logging=True), one)
+        specs["foreign"] = (launcher(workdir, "H11Protocol", foreign_patch=True), one)
     return run_probes(specs)
+
+
+#: why a route of log_results cannot exist on this release
+MISSING = {
+    "cli-workers": NO_CHILDREN,
+    "run-workers": NO_CHILDREN,
+    "gunicorn": NO_GUNICORN,
+    "user-logging": NO_RUN_STRING,
+    "foreign": NO_RUN_STRING,
+}
+
+
+def route_result(log_results, key):
+    if key not in log_results:
+        pytest.skip(MISSING[key])
+    return log_results[key]
 
 
 def guard_lines(log):
@@ -342,6 +361,25 @@ def expected_levels():
     return ("INFO",) if activation_impl() else ("DEBUG", "INFO")
 
 
+#: Known package bug (keepalive_guard/serverlog.py, _hook_main): the waiting line is
+#: released only after uvicorn's get_logger (0.2.15+) or Config.configure_logging (0.11+);
+#: 0.2.0-0.2.14's CLI calls logging.basicConfig itself, so the line never shows.
+CLI_LINE_BUG = pytest.mark.xfail(
+    uvicorn_version() < Version("0.2.15"),
+    reason="package bug: serverlog has no release hook for uvicorn 0.2.0-0.2.14's CLI",
+    strict=True,
+)
+#: Known package bug (same module): before 0.10.0 uvicorn's gunicorn worker gives
+#: ``uvicorn.error`` no handler (it hands uvicorn gunicorn's logger object), and neither
+#: get_logger nor Config.configure_logging runs there: the line never shows.
+GUNICORN_LINE_BUG = pytest.mark.xfail(
+    uvicorn_version() < Version("0.10.0"),
+    reason="package bug: serverlog has no route to gunicorn's log in workers before 0.10.0",
+    strict=True,
+)
+
+
+@CLI_LINE_BUG
 def test_cli_logs_activation_once(log_results):
     """KEEPALIVE_GUARD=1 uvicorn app: one activation line, in uvicorn's format, at INFO
     where a fix applies (DEBUG, shown with --log-level debug, where none does)."""
@@ -361,15 +399,16 @@ def test_cli_logs_activation_once(log_results):
 
 def test_cli_workers_log_once_per_worker(log_results):
     """KEEPALIVE_GUARD=1 uvicorn app --workers 2: one line per worker, none in the parent."""
-    result = log_results["cli-workers"]
+    result = route_result(log_results, "cli-workers")
     assert result.get("error") is None and len(result["states"]) >= 2, describe(result)
     assert len(guard_lines(result["log"])) == 2, describe(result)
 
 
+@GUNICORN_LINE_BUG
 def test_gunicorn_worker_logs_once_per_worker(log_results):
     """gunicorn -k keepalive_guard.workers.UvicornH11Worker -w 2: the line in gunicorn's
     format, once from each worker's PID, never from the master's."""
-    result = log_results["gunicorn"]
+    result = route_result(log_results, "gunicorn")
     assert result.get("error") is None and len(result["states"]) >= 2, describe(result)
     pids = re.findall(r"^\[[^]]+\] \[(\d+)\] \[\w+\] keepalive-guard: ", result["log"], re.M)
     assert sorted(map(int, pids)) == sorted(list(result["states"]) * BUILT_PER_PROCESS), describe(
@@ -381,7 +420,7 @@ def test_gunicorn_worker_logs_once_per_worker(log_results):
 def test_uvicorn_run_workers_logs_in_each_process(log_results):
     """uvicorn.run("mod:app", http=<class>, workers=2): the class is built in the parent
     (before uvicorn configured logging: the line waits for it) and in each worker."""
-    result = log_results["run-workers"]
+    result = route_result(log_results, "run-workers")
     assert result.get("error") is None and len(result["states"]) >= 2, describe(result)
     lines = guard_lines(result["log"])
     assert len(lines) == 3 * BUILT_PER_PROCESS, describe(result)
@@ -390,7 +429,7 @@ def test_uvicorn_run_workers_logs_in_each_process(log_results):
 
 def test_user_logging_shows_line_once(log_results):
     """The user configured logging (basicConfig): the line shows once, in the user's format."""
-    result = log_results["user-logging"]
+    result = route_result(log_results, "user-logging")
     assert result.get("error") is None, describe(result)
     assert guard_lines(result["log"]) == [], describe(result)
     user = re.findall(r"^USER keepalive_guard\| keepalive-guard: ", result["log"], re.M)
@@ -400,7 +439,7 @@ def test_user_logging_shows_line_once(log_results):
 def test_unrecognised_warning_in_uvicorn_format(log_results):
     """A foreign patch on H11Protocol: the guard's WARNING shows in uvicorn's format,
     each line once, and no bare (unformatted) copy."""
-    result = log_results["foreign"]
+    result = route_result(log_results, "foreign")
     assert result.get("error") is None, describe(result)
     warnings = [text for level, text in guard_lines(result["log"]) if level == "WARNING"]
     if any_bug("h11"):
@@ -411,11 +450,11 @@ def test_unrecognised_warning_in_uvicorn_format(log_results):
 
 OUTSIDE = textwrap.dedent(
     """\
-    import uvicorn.protocols.http.h11_impl as h11_impl
-    original = h11_impl.H11Protocol.on_response_complete
-    def on_response_complete(self):
-        return original(self)
-    h11_impl.H11Protocol.on_response_complete = on_response_complete
+    import {module} as h11_impl
+    original = h11_impl.H11Protocol.{method}
+    def foreign(self, *args):
+        return original(self, *args)
+    h11_impl.H11Protocol.{method} = foreign
     import keepalive_guard
     keepalive_guard.install()
     """
@@ -425,24 +464,42 @@ OUTSIDE = textwrap.dedent(
 CONFIGURED = 'import logging; logging.basicConfig(format="%(levelname)s|%(message)s")\n'
 
 
+def takes_log_config():
+    """uvicorn.Config(log_config=...): where the release has it."""
+    import inspect
+
+    import uvicorn
+
+    config = getattr(uvicorn, "Config", None)
+    return config is not None and "log_config" in inspect.signature(config).parameters
+
+
 def test_outside_uvicorn_logger_as_before(workdir):
     """No server, no logging configured: exactly the WARNING records reach stderr, bare
     (the logging module's last resort), the INFO/DEBUG line does not; nothing on stdout.
     The control run configures logging at WARNING, showing each record's level."""
     runs = []
+    module = protocol_module("h11")  # uvicorn.protocols.http.h11 before 0.2.17
+    # a method a fix inspects: on_response_complete from 0.2.7, A's connection_lost before
+    method = "on_response_complete"
+    if not hasattr(module.H11Protocol, method):
+        method = "connection_lost"
+    outside = OUTSIDE.format(module=module.__name__, method=method)
     # the third run makes uvicorn configure no logging (log_config=None): the waiting
     # records are offered again, find no handler, and still reach stderr once, at exit
-    told_nothing = OUTSIDE + 'import uvicorn\nuvicorn.Config("x:y", log_config=None)\n'
-    for code in (OUTSIDE, CONFIGURED + OUTSIDE, told_nothing):
+    told_nothing = outside + 'import uvicorn\nuvicorn.Config("x:y", log_config=None)\n'
+    codes = [outside, CONFIGURED + outside] + ([told_nothing] if takes_log_config() else [])
+    for code in codes:
         status, out, err = run_command(
             [sys.executable, "-c", code], env=env(), cwd=workdir, timeout=60
         )
         assert status == 0 and out == "", (out, err)
         runs.append([line for line in err.splitlines() if "keepalive-guard" in line])
-    bare, control, told_nothing = runs
+    bare, control = runs[:2]
     assert all(line.startswith("WARNING|") for line in control), control
     assert bare == [line[len("WARNING|") :] for line in control], (bare, control)
-    assert told_nothing == bare, (told_nothing, bare)
+    if takes_log_config():  # (no uvicorn.Config(log_config=...) before 0.11: two runs)
+        assert runs[2] == bare, (runs[2], bare)
     if any_bug("h11"):
         assert bare, "the foreign patch should make a fix unrecognised"
 

@@ -3,7 +3,8 @@
 Another instrumentor wraps ``on_response_complete`` before the guard
 installs and again after it (``interop_server.py``); the guard's E fix must
 still hold (both pipelined responses arrive) and both foreign wrappers must
-still run once per response.  In process: the chain is introspectable, and
+still run once per response (where the release has no E, R3's fix is the
+one hooked there).  In process: the chain is introspectable, and
 uninstall refuses to drop a foreign wrapper above ours.
 """
 
@@ -12,7 +13,7 @@ import time
 
 import pytest
 import wrapt
-from conftest import has_bug
+from conftest import has_bug, protocol_module, uvicorn_version
 from harness import Server
 from test_api import PRISTINE, differences
 
@@ -22,15 +23,38 @@ from keepalive_guard.patcher import is_ours
 from keepalive_guard.verify.scenarios import RUNS, SCENARIOS, TIMEOUT
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "interop_server.py")
-E = next(s for s in SCENARIOS if s.bug == "E")
+#: the fixes with a step in on_response_complete (fixes/completion.py); from 0.2.21
+COMPLETION_FIXES = ("C", "D", "E", "R3")
+#: the proof per bug: E where the release has it, else R3 (0.27.1+); responses per connection
+PROOFS = (("E", 2), ("R3", 1))
+
+
+def proof(http):
+    """(scenario, responses per connection) of a bug of this release on ``http`` whose fix
+    hooks on_response_complete, or None."""
+    for bug, responses in PROOFS:
+        if has_bug(bug, http):
+            return next(s for s in SCENARIOS if s.bug == bug), responses
+    return None
+
+
+def hooks_completion(http):
+    return any(has_bug(fix, http) for fix in COMPLETION_FIXES)
 
 
 def test_fix_and_foreign_wrappers_both_hold(http):
+    if proof(http) is None:
+        pytest.skip(
+            "uvicorn {}: no fix hooks {}'s on_response_complete (C, D, E, R3: from 0.2.21)".format(
+                uvicorn_version(), http
+            )
+        )
+    scenario, per_connection = proof(http)
     server = Server(http=http, guard="none", timeout_keep_alive=TIMEOUT)
     server.args[1:3] = [SCRIPT]  # the same arguments, through the instrumented script
-    responses = RUNS * 2  # two pipelined requests per connection
+    responses = RUNS * per_connection
     with server:
-        lost = E.count(server)
+        lost = scenario.count(server)
         deadline = time.monotonic() + 5  # a response reaches the client before its wrappers log
         log = server.log()
         while log.count("foreign below") < responses and time.monotonic() < deadline:
@@ -38,7 +62,7 @@ def test_fix_and_foreign_wrappers_both_hold(http):
             log = server.log()
         state = {(s["fix"], s["implementation"]): s["state"] for s in server.guard["fixes"]}
     assert lost == 0, log
-    assert state["E", http] == ("applied" if has_bug("E", http) else "fixed upstream"), state
+    assert state[scenario.bug, http] == "applied", state
     assert log.count("foreign below") == responses, log
     assert log.count("foreign above") == responses, log
 
@@ -52,16 +76,20 @@ def _calls(tag, calls):
 
 
 def test_chain_is_introspectable_and_uninstall_keeps_foreign_wrappers():
-    from uvicorn.protocols.http import h11_impl
-
-    cls, name = h11_impl.H11Protocol, "on_response_complete"
+    cls, name = protocol_module("h11").H11Protocol, "on_response_complete"
+    if name not in cls.__dict__:
+        pytest.skip(
+            "uvicorn {} has no H11Protocol.on_response_complete (from 0.2.7)".format(
+                uvicorn_version()
+            )
+        )
     original = cls.__dict__[name]
     calls = []
     wrapt.wrap_function_wrapper(cls, name, _calls("below", calls))
     below = cls.__dict__[name]
     try:
         report = keepalive_guard.install()
-        guarded = any(has_bug(fix, "h11") for fix in ("C", "D", "E", "R3"))
+        guarded = hooks_completion("h11")
         mine = cls.__dict__[name]
         if guarded:  # the foreign wrapper did not hide uvicorn's code from the decision
             want = "applied" if has_bug("E", "h11") else "fixed upstream"

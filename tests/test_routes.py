@@ -31,12 +31,22 @@ import textwrap
 
 import pytest
 from conftest import (
+    APP,
     FIRST_FIXED,
+    GUNICORN_BROKEN,
+    HAS_CHILDREN,
+    HAS_CONFIG,
+    HAS_TIMER,
     IMPLEMENTATIONS,
+    NO_CHILDREN,
+    NO_CONFIG,
+    NO_GUNICORN,
     OPT_IN,
+    UVICORN,
     any_bug,
     has_bug,
     protocol_module,
+    uvicorn_argv,
     uvicorn_version,
 )
 from conftest import (
@@ -59,21 +69,7 @@ from routes_support import (
 from keepalive_guard.verify.scenarios import SCENARIOS, TIMEOUT
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-#: releases before 0.6.0 call ASGI 2 applications and adapt nothing
-APP = "keepalive_guard.verify.app:" + (
-    "app" if uvicorn_version() >= Version("0.6.0") else "ASGI2App"
-)
 FIXES = tuple(FIRST_FIXED)
-#: What the release can have (README's route table): a keep-alive timer and
-#: --timeout-keep-alive from 0.2.21; uvicorn.config (Config(http=<class>),
-#: uvicorn.run(app, http=<class>), the --http names) from 0.3.26; --lifespan
-#: from 0.4.0; --workers and --reload from 0.5.0; ``python -m uvicorn`` from 0.9.1.
-HAS_TIMER = uvicorn_version() >= Version("0.2.21")
-HAS_CONFIG = uvicorn_version() >= Version("0.3.26")
-HAS_CHILDREN = uvicorn_version() >= Version("0.5.0")
-NO_CONFIG = "uvicorn {} has no uvicorn.config (from 0.3.26)".format(uvicorn_version())
-NO_CHILDREN = "uvicorn {} has no --workers / --reload (from 0.5.0)".format(uvicorn_version())
-NO_TIMER = "uvicorn {} has no --timeout-keep-alive (from 0.2.21)".format(uvicorn_version())
 NAMES = ("guarded", "guarded-h11", "guarded-httptools")
 CLASSES = ("H11Protocol", "HttpToolsProtocol", "AutoHTTPProtocol")
 CLASS_IMPL = {"H11Protocol": "h11", "HttpToolsProtocol": "httptools"}
@@ -161,41 +157,6 @@ def clean_env(**extra):
 
 def ws_args(scenario):
     return ["--ws", "wsproto"] if scenario is E2_SCENARIO else []
-
-
-def uvicorn_argv(*extra):
-    """``python -m uvicorn`` with the suite's settings; the port comes last."""
-
-    def argv(port):
-        return (
-            UVICORN
-            + [APP, "--host", "127.0.0.1", "--port", str(port), "--loop", "asyncio"]
-            + LIFESPAN_OFF
-            + TIMER_ARGS
-            + QUIET
-            + list(extra)
-        )
-
-    return argv
-
-
-#: ``python -m uvicorn`` from 0.9.1; before, uvicorn.main's click command
-UVICORN = [sys.executable] + (
-    ["-m", "uvicorn"]
-    if uvicorn_version() >= Version("0.9.1")
-    else ["-c", "import sys; from uvicorn.main import main; sys.argv[0] = 'uvicorn'; main()"]
-)
-#: --lifespan from 0.4.0; --disable-lifespan before (from 0.3.2x), nothing before that
-LIFESPAN_OFF = (
-    ["--lifespan", "off"]
-    if uvicorn_version() >= Version("0.4.0")
-    else ["--disable-lifespan"]
-    if HAS_CONFIG
-    else []
-)
-#: --timeout-keep-alive from 0.2.21, --no-access-log from 0.3.3
-TIMER_ARGS = ["--timeout-keep-alive", "1"] if HAS_TIMER else []
-QUIET = ["--no-access-log"] if uvicorn_version() >= Version("0.3.3") else []
 
 
 def wrapper_argv(*extra):
@@ -563,8 +524,6 @@ def test_http_protocols_registry():
 # 3. gunicorn: a real master with workers
 
 GUNICORN_VARIANTS = ("UvicornWorker", "UvicornH11Worker")
-#: uvicorn 0.3.26-0.3.27's own workers use Config without importing it: no worker starts
-GUNICORN_BROKEN = Version("0.3.26") <= uvicorn_version() < Version("0.3.28")
 
 
 def test_gunicorn_route_refused_where_uvicorn_workers_cannot_start():
@@ -636,7 +595,7 @@ def _gunicorn_argv(worker, processes):
 @pytest.fixture(scope="module")
 def gunicorn_results(workdir):
     if GUNICORN_BROKEN:
-        pytest.skip("uvicorn {}'s gunicorn workers cannot start".format(uvicorn_version()))
+        pytest.skip(NO_GUNICORN)
     specs = {}
     for variant in GUNICORN_VARIANTS:
         guarded, base, impl = _gunicorn_classes(variant)
@@ -680,7 +639,7 @@ def test_gunicorn_worker_classes(variant):
     """Base from uvicorn-worker on 0.30.0+ (installed there), from uvicorn.workers below;
     only ``http`` differs from the base's CONFIG_KWARGS, and it is the guarded class."""
     if GUNICORN_BROKEN:
-        pytest.skip("uvicorn {}'s gunicorn workers cannot start".format(uvicorn_version()))
+        pytest.skip(NO_GUNICORN)
     from keepalive_guard import protocols, workers
 
     guarded = getattr(workers, variant)
