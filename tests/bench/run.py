@@ -196,7 +196,7 @@ TARGETS = {
     "p99_ratio_max": 1.02,
     "rss_ratio_max": 1.01,
     "retained_max": 0,
-    "activation_ms_max": 5.0,
+    "activation_ms_max": 25.0,  # the developers' guide: <= 25 ms with uvicorn imported
     "hook_ms_max": 0.2,
 }
 
