@@ -137,12 +137,18 @@ T_PROBE = 120
 T_GIT = 30
 
 GREEN, FLAGGED, FAILED, SKIPPED = "green", "flagged", "failed", "skipped"
-#: Releases on the index that no installer can install (studied from their source only).
-UNINSTALLABLE = {
-    release: "uvicorn %s cannot be installed: its sdist (the only file published) does not "
-    "build, its setup.py reads a README.md it does not ship" % release
-    for release in ("0.2.0", "0.2.1")
-}
+#: Releases on the index that cannot be installed or cannot serve (studied from source only).
+UNINSTALLABLE = dict(
+    {
+        release: "uvicorn %s cannot be installed: its sdist (the only file published) does not "
+        "build, its setup.py reads a README.md it does not ship" % release
+        for release in ("0.2.0", "0.2.1")
+    },
+    **{
+        "0.4.0": "uvicorn 0.4.0 cannot serve: its Config imports uvicorn.lifespan, a package "
+        "its distribution does not ship (ModuleNotFoundError)"
+    },
+)
 
 _print_lock = threading.Lock()
 _save_lock = threading.Lock()
@@ -166,6 +172,14 @@ def selected(selection: str) -> set:
         names = set(FIXES) - {"R4"} if name == "ALL" else {name}
         chosen = chosen - names if token.startswith("-") else chosen | names
     return chosen
+
+
+def same_release(reported, release: str) -> bool:
+    """PEP 440 equality: 0.7.0b1's own __version__ says "0.7.0.b1"."""
+    try:
+        return reported is not None and Version(reported) == Version(release)
+    except ValueError:  # InvalidVersion
+        return False
 
 
 def expected_state(fix: str, impl: str, release: str) -> str:
@@ -304,7 +318,7 @@ def check_decisions(status: dict, release: str) -> tuple:
             % ", ".join(missing),
         )
     installed = status.get("versions", {})
-    if installed.get("uvicorn") != release:
+    if not same_release(installed.get("uvicorn"), release):
         problems.append("status reports uvicorn %s, not %s" % (installed.get("uvicorn"), release))
     return decisions, problems
 
@@ -406,7 +420,7 @@ def judge_verify(result: dict, release: str) -> dict:
             "verify ran %s, which BUGS.md says are not broken here"
             % ", ".join("%s/%s" % p for p in sorted(seen - expected))
         )
-    if result.get("uvicorn") != release:
+    if not same_release(result.get("uvicorn"), release):
         fails.append("verify reports uvicorn %s, not %s" % (result.get("uvicorn"), release))
     return {"rows": rows, "totals": total, "fails": fails, "flags": flags, "timing": timing}
 
@@ -673,7 +687,7 @@ def run_cell(release, minor, roles, wheel, wheel_sha, found, retries) -> dict:
     py, env_dir = Path(info["python"]), Path(info["env_dir"])
     if info.get("wheel_sha256") != wheel_sha:
         cell["reasons"].append("environment has wheel %s" % info.get("wheel_sha256"))
-    if info.get("versions", {}).get("uvicorn") != release:
+    if not same_release(info.get("versions", {}).get("uvicorn"), release):
         cell["reasons"].append(
             "environment has uvicorn %s, not %s"
             % (info.get("versions", {}).get("uvicorn"), release)
