@@ -24,12 +24,10 @@ once the request is disconnected.  Both classes of the httptools module use
 from typing import Callable, Tuple
 
 from ..implementations import Release
-from .base import PROTOCOL, Fix, MethodHook
+from .base import PROTOCOL, Fix, MethodHook, protocol_methods
 
 #: The role of the request/response cycle class (see implementations.Implementation).
 CYCLE = "cycle"
-
-_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
 
 
 def _mark_then_h11(original: Callable) -> Callable:
@@ -75,20 +73,18 @@ def _hooks(impl: str, version: Release) -> Tuple:
     )
 
 
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return (
-        _PROTOCOL[impl] + ".connection_lost",
-        "RequestResponseCycle.__init__",
-        "RequestResponseCycle.send",
-        "RequestResponseCycle.receive",
-    )
-
-
 FIX = Fix(
     id="A",
     summary="an early client disconnect in the middle of a response",
     upstream="encode/uvicorn#111, PR #114",
     broken={"h11": ("0.2.0", "0.2.6"), "httptools": ("0.2.0", "0.2.6")},
     hooks=_hooks,
-    inspects=_inspects,
+    inspects=protocol_methods(
+        ("connection_lost",),
+        also=(
+            "RequestResponseCycle.__init__",
+            "RequestResponseCycle.send",
+            "RequestResponseCycle.receive",
+        ),
+    ),
 )

@@ -20,9 +20,7 @@ from typing import Callable, Tuple
 
 from ..implementations import Release
 from .a_early_disconnect import CYCLE
-from .base import Fix, MethodHook
-
-_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
+from .base import Fix, MethodHook, protocol_methods
 
 
 def _disconnect_if_done(original: Callable) -> Callable:
@@ -38,21 +36,19 @@ def _hooks(impl: str, version: Release) -> Tuple:
     return (MethodHook(CYCLE, "receive", _disconnect_if_done),)
 
 
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return (
-        "RequestResponseCycle.receive",
-        "RequestResponseCycle.__init__",
-        "RequestResponseCycle.send",
-        _PROTOCOL[impl] + ".connection_lost",
-    )
-
-
 FIX = Fix(
     id="B",
     summary="receive() hangs once the response is sent or the client has left",
     upstream="encode/uvicorn#241, PR #281",
     broken={"h11": ("0.2.21", "0.3.27"), "httptools": ("0.2.21", "0.3.27")},
     hooks=_hooks,
-    inspects=_inspects,
+    inspects=protocol_methods(
+        ("connection_lost",),
+        also=(
+            "RequestResponseCycle.receive",
+            "RequestResponseCycle.__init__",
+            "RequestResponseCycle.send",
+        ),
+    ),
     absent="before 0.2.21 receive() waits only while body is still expected",
 )

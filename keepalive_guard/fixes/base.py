@@ -11,7 +11,7 @@ method.  The patcher builds one replacement per method (``patcher``).
 import types
 from typing import Callable, Dict, Optional, Tuple
 
-from ..implementations import Release, release
+from ..implementations import IMPLEMENTATIONS, Release, release
 
 # The role of the class every hook targets (see implementations.Implementation).
 PROTOCOL = "protocol"
@@ -72,6 +72,27 @@ def methods_by_impl(methods: "Dict[str, Tuple[str, ...]]") -> Callable:
         return methods[impl]
 
     return inspects
+
+
+def protocol_methods(names: "Tuple[str, ...]", also: "Tuple[str, ...]" = ()) -> Callable:
+    """``inspects`` of a fix that depends on the protocol class's methods
+    ``names`` (and on ``also``, qualified names) in every release."""
+    return methods_by_impl(
+        {
+            impl.name: tuple(impl.protocol_name + "." + name for name in names) + also
+            for impl in IMPLEMENTATIONS
+        }
+    )
+
+
+def protocol_hook(name: str, factory: Callable) -> Callable:
+    """``hooks`` of a fix that wraps the protocol class's ``name`` in every release."""
+    hook = (MethodHook(PROTOCOL, name, factory),)
+
+    def hooks(impl: str, version: Release) -> Tuple:
+        return hook
+
+    return hooks
 
 
 class Fix(object):

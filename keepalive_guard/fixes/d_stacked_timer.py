@@ -11,18 +11,8 @@ The fix, as upstream: cancel any pending timer before arming a new one.
 Step (``completion.py``): before the original ``on_response_complete``.
 """
 
-from typing import Tuple
-
-from ..implementations import Release
-from .base import Fix, completion_hooks
+from .base import Fix, completion_hooks, protocol_methods
 from .timers import NO_TIMER
-
-_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
-
-
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    return (_PROTOCOL[impl] + ".on_response_complete",)
-
 
 FIX = Fix(
     id="D",
@@ -30,6 +20,6 @@ FIX = Fix(
     upstream="encode/uvicorn#824, PR #832",
     broken={"h11": ("0.2.21", "0.12.3"), "httptools": ("0.2.21", "0.12.3")},
     hooks=completion_hooks,
-    inspects=_inspects,
+    inspects=protocol_methods(("on_response_complete",)),
     absent=NO_TIMER,
 )

@@ -32,7 +32,7 @@ import inspect
 from typing import Callable, Tuple
 
 from ..implementations import Release
-from .base import PROTOCOL, Fix, MethodHook
+from .base import Fix, protocol_hook
 
 
 def _tell_running(original: Callable) -> Callable:
@@ -70,10 +70,6 @@ def disconnect_running(protocol: object) -> None:
             cycle.message_event.set()
 
 
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (MethodHook(PROTOCOL, "connection_lost", _tell_running),)
-
-
 _INSPECTS = (
     "HttpToolsProtocol.connection_lost",
     "HttpToolsProtocol.on_headers_complete",
@@ -93,7 +89,7 @@ FIX = Fix(
     summary="httptools: a lost connection is not told to the request running before a queued one",
     upstream="no upstream issue; h11 is not affected",
     broken={"h11": None, "httptools": ("0.2.21", None)},
-    hooks=_hooks,
+    hooks=protocol_hook("connection_lost", _tell_running),
     inspects=_inspects,
     not_applicable={"h11": "h11 parses no request behind the running one"},
 )

@@ -24,10 +24,9 @@ Hook: after ``connection_made`` (once per connection), only if the
 transport is open and no timer is armed.
 """
 
-from typing import Callable, Tuple
+from typing import Callable
 
-from ..implementations import Release
-from .base import PROTOCOL, Fix, MethodHook
+from .base import Fix, protocol_hook, protocol_methods
 from .timers import arm_keepalive
 
 
@@ -41,28 +40,12 @@ def _arm_after(original: Callable) -> Callable:
     return connection_made
 
 
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (MethodHook(PROTOCOL, "connection_made", _arm_after),)
-
-
-_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
-
-
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    name = _PROTOCOL[impl]
-    return (
-        name + ".connection_made",
-        name + ".data_received",
-        name + ".timeout_keep_alive_handler",
-    )
-
-
 FIX = Fix(
     id="R4",
     summary="a connection that never sends a request is never closed (opt-in)",
     upstream="encode/uvicorn PR #1192, closed unmerged",
     broken={"h11": ("0.2.21", None), "httptools": ("0.2.21", None)},
-    hooks=_hooks,
-    inspects=_inspects,
+    hooks=protocol_hook("connection_made", _arm_after),
+    inspects=protocol_methods(("connection_made", "data_received", "timeout_keep_alive_handler")),
     default=False,
 )

@@ -23,10 +23,9 @@ closing and returned.
 Hook: after ``connection_lost`` (once per connection), even if it raises.
 """
 
-from typing import Callable, Tuple
+from typing import Callable
 
-from ..implementations import Release
-from .base import PROTOCOL, Fix, MethodHook
+from .base import Fix, protocol_hook, protocol_methods
 from .timers import cancel_keepalive
 
 
@@ -40,29 +39,15 @@ def _cancel_after(original: Callable) -> Callable:
     return connection_lost
 
 
-def _hooks(impl: str, version: Release) -> Tuple:
-    return (MethodHook(PROTOCOL, "connection_lost", _cancel_after),)
-
-
-_PROTOCOL = {"h11": "H11Protocol", "httptools": "HttpToolsProtocol"}
-
-
-def _inspects(impl: str, version: Release) -> "Tuple[str, ...]":
-    name = _PROTOCOL[impl]
-    return (
-        name + ".connection_lost",
-        name + ".on_response_complete",
-        name + ".timeout_keep_alive_handler",
-    )
-
-
 FIX = Fix(
     id="R5",
     summary="the keep-alive timer keeps a reset connection's protocol alive",
     upstream="no upstream issue; 0.18.3 cancels only when exc is None",
     broken={"h11": ("0.3.3", None), "httptools": ("0.3.3", None)},
-    hooks=_hooks,
-    inspects=_inspects,
+    hooks=protocol_hook("connection_lost", _cancel_after),
+    inspects=protocol_methods(
+        ("connection_lost", "on_response_complete", "timeout_keep_alive_handler")
+    ),
     absent="covered from 0.3.3: 0.2.21-0.3.2 also hold every request's protocol in a "
     "response-timeout timer (timeout_response) for a minute, which this fix does not cancel",
 )
