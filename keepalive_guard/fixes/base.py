@@ -1,11 +1,13 @@
 """What a fix is: where it hooks into uvicorn and which releases need it.
 
 A fix never replaces a whole uvicorn method.  It adds a small piece of
-behaviour before or after a protocol method at one of the hook points that
-have not moved since 0.2.21: ``on_response_complete`` (every fix that acts
+behaviour before or after a method of the protocol class or of the
+request/response cycle class: ``on_response_complete`` (every fix that acts
 when a response completes, through one shared wrapper, where E also stands
-in for the original when a buffered request can start) and the h11 upgrade
-method.  The patcher builds one replacement per method (``patcher``).
+in for the original when a buffered request can start; ``CompletionHook``),
+or one method per ``MethodHook`` (``connection_made``, ``connection_lost``,
+the upgrade method, the cycle's ``send`` and ``receive``).  The patcher
+builds one replacement per method (``patcher``).
 """
 
 import types
@@ -47,7 +49,7 @@ class MethodHook(object):
 class CompletionHook(object):
     """Switch the fix's step on in the one wrapper of ``on_response_complete``.
 
-    The fixes that act when a response completes (C, D, E) share that wrapper
+    The fixes that act when a response completes (C, D, E, R3) share that wrapper
     (``fixes/completion.py``) instead of each adding a call layer: it runs on
     every response of a production server.
     """

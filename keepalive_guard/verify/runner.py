@@ -67,6 +67,7 @@ def plan_rows(fixes: str, loop: str = "asyncio") -> "List[Dict[str, object]]":
             }
             # What the version settles, as the guard decides it; the rest has the bug.
             decided = version_decision(fix, http, version_text, selected)
+            hidden = scenario.unobservable.get((http, loop))
             if scenario.bug not in selected:
                 row["why"] = "not selected ({!r})".format(fixes)
             elif version_text is None:
@@ -75,14 +76,14 @@ def plan_rows(fixes: str, loop: str = "asyncio") -> "List[Dict[str, object]]":
                 row["why"] = "{} is not installed".format(http)
             elif decided is not None:
                 row["why"] = decided[1]
-            elif (http, loop) in scenario.unobservable:
-                row["why"] = scenario.unobservable[http, loop]
+            elif hidden:
+                row["why"] = hidden
             elif scenario.ws and ws is None:
                 row["why"] = (
                     "no WebSocket library installed: uvicorn cannot upgrade, the bug cannot occur"
                 )
             row["applies"] = not row["why"]
-            row["unobservable"] = (http, loop) in scenario.unobservable
+            row["unobservable"] = hidden is not None
             row["_scenario"], row["_ws"] = scenario, (ws if scenario.ws else None)
             rows.append(row)
     return rows
